@@ -1,0 +1,41 @@
+"""expertlm: train small language models on a field's literature and measure whether they
+predict experimental results like domain experts (Luo, Sun & Love, 2024).
+
+Every stage is one function here and one CLI verb with the same arguments:
+
+    corpus_build      expertlm corpus build        sources -> corpus/
+    tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
+    tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
+    data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
+"""
+
+from expertlm.errors import ExpertlmError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExpertlmError",
+    "__version__",
+    "corpus_build",
+    "data_prepare",
+    "tokenizer_compare",
+    "tokenizer_train",
+]
+
+
+def __getattr__(name: str):
+    # Stage functions are imported on first use so that `import expertlm` stays cheap
+    # (no torch/transformers import until a stage actually needs it).
+    if name == "corpus_build":
+        from expertlm.corpus.build import corpus_build
+
+        return corpus_build
+    if name in ("tokenizer_train", "tokenizer_compare"):
+        from expertlm import tokenizer
+
+        return getattr(tokenizer, name)
+    if name == "data_prepare":
+        from expertlm.shards import data_prepare
+
+        return data_prepare
+    raise AttributeError(f"module 'expertlm' has no attribute {name!r}")

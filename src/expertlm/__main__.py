@@ -1,0 +1,3 @@
+from expertlm.cli import main
+
+main()

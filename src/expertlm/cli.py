@@ -1,0 +1,247 @@
+"""The command line. Thin: each command parses its options and calls the stage function of
+the same name; user errors (`ExpertlmError`) become one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from expertlm import __version__
+from expertlm.errors import ExpertlmError
+
+app = typer.Typer(
+    name="expertlm",
+    help="Train small language models on a field's literature and measure whether they predict results like experts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+corpus_app = typer.Typer(
+    help="Build training corpora from a field's literature.", no_args_is_help=True
+)
+tokenizer_app = typer.Typer(help="Train and compare tokenizers.", no_args_is_help=True)
+data_app = typer.Typer(help="Tokenize corpora into training shards.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(data_app, name="data")
+
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Do not show progress bars.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"expertlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+@corpus_app.command("build")
+def corpus_build_cmd(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or folders (.txt, .jsonl[.gz], .json, .csv/.tsv[.gz], .parquet)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus folder.")],
+    text_field: Annotated[str, typer.Option(help="JSON field / column with the text.")] = "text",
+    id_field: Annotated[str, typer.Option(help="JSON field / column with the document id.")] = "id",
+    year_field: Annotated[
+        str, typer.Option(help="JSON field / column with the publication year.")
+    ] = "year",
+    keep_field: Annotated[
+        list[str] | None, typer.Option(help="Extra field to copy into each document (repeatable).")
+    ] = None,
+    unicode_form: Annotated[
+        str, typer.Option(help="Unicode normalisation: NFC (lossless) or NFKC.")
+    ] = "NFC",
+    min_chars: Annotated[
+        int, typer.Option(help="Drop documents shorter than this many characters.")
+    ] = 200,
+    min_year: Annotated[
+        int | None, typer.Option(help="Drop documents published before this year.")
+    ] = None,
+    max_year: Annotated[
+        int | None, typer.Option(help="Drop documents published after this year.")
+    ] = None,
+    keep_no_year: Annotated[
+        bool,
+        typer.Option(
+            "--keep-no-year/--drop-no-year",
+            help="Keep documents with no year when filtering by year.",
+        ),
+    ] = True,
+    dedup: Annotated[
+        bool, typer.Option("--dedup/--no-dedup", help="Drop exact duplicates.")
+    ] = True,
+    near_dedup: Annotated[
+        bool,
+        typer.Option("--near-dedup/--no-near-dedup", help="Drop near duplicates (MinHash LSH)."),
+    ] = True,
+    near_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Jaccard similarity of word shingles above which a document is a near duplicate."
+        ),
+    ] = 0.8,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
+    shingle_words: Annotated[int, typer.Option(help="Words per shingle.")] = 5,
+    decontam: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Benchmark file (BrainBench CSV or JSONL): drop documents sharing a word n-gram with it (repeatable)."
+        ),
+    ] = None,
+    decontam_ngram: Annotated[int, typer.Option(help="Words per n-gram for decontamination.")] = 13,
+    val_frac: Annotated[
+        float, typer.Option(help="Fraction of documents in the validation split.")
+    ] = 0.01,
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of the hash-based train/validation split.")
+    ] = 0,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Count and skip malformed records instead of stopping."),
+    ] = False,
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Clean, filter, deduplicate, decontaminate and split source documents into a corpus."""
+    from expertlm.corpus.build import corpus_build
+
+    corpus_build(
+        sources, out, overwrite=overwrite, show_progress=not no_progress,
+        text_field=text_field, id_field=id_field, year_field=year_field, keep_fields=keep_field or [],
+        unicode_form=unicode_form, min_chars=min_chars, min_year=min_year, max_year=max_year,
+        keep_no_year=keep_no_year, dedup=dedup, near_dedup=near_dedup, near_threshold=near_threshold,
+        num_perm=num_perm, shingle_words=shingle_words, decontam=decontam or [],
+        decontam_ngram=decontam_ngram, val_frac=val_frac, split_seed=split_seed, skip_bad=skip_bad,
+    )  # fmt: skip
+
+
+@tokenizer_app.command("train")
+def tokenizer_train_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (its train split is used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output tokenizer folder.")],
+    vocab_size: Annotated[
+        int, typer.Option(help="Vocabulary size, <|endoftext|> included.")
+    ] = 50_257,
+    min_frequency: Annotated[int, typer.Option(help="Minimum pair frequency for a merge.")] = 2,
+    max_docs: Annotated[
+        int | None, typer.Option(help="Train on the first N documents only.")
+    ] = None,
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train a GPT-2-style byte-level BPE tokenizer on a corpus."""
+    from expertlm.tokenizer import tokenizer_train
+
+    tokenizer_train(
+        corpus, out, overwrite=overwrite, show_progress=not no_progress,
+        vocab_size=vocab_size, min_frequency=min_frequency, max_docs=max_docs,
+    )  # fmt: skip
+
+
+@tokenizer_app.command("compare")
+def tokenizer_compare_cmd(
+    tokenizers: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more tokenizer folders (or hub ids where the network is there)."
+        ),
+    ],
+    on: Annotated[Path, typer.Option("--on", help="Corpus folder to measure on.")],
+    split: Annotated[str, typer.Option(help="Corpus split to measure on.")] = "val",
+    max_docs: Annotated[int, typer.Option(help="Documents to sample.")] = 1000,
+    top: Annotated[int, typer.Option(help="Split words listed per tokenizer.")] = 15,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the comparison as JSON here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Compare tokenizers on a corpus: fertility, characters per token, words kept whole."""
+    from expertlm.tokenizer import tokenizer_compare
+
+    result = tokenizer_compare(tokenizers, on=on, split=split, max_docs=max_docs, top=top, out=out)
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        _print_comparison(result)
+
+
+def _print_comparison(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{result['docs']:,} documents of {result['corpus']} ({result['split']})")
+    for col in ("tokenizer", "vocab", "tokens", "tokens/word", "chars/token", "whole words"):
+        table.add_column(col, justify="left" if col == "tokenizer" else "right")
+    for r in result["tokenizers"]:
+        table.add_row(
+            r["tokenizer"], f"{r['vocab_size']:,}", f"{r['tokens']:,}", f"{r['fertility']:.3f}",
+            f"{r['chars_per_token']:.3f}", f"{r['whole_word_share']:.1%}",
+        )  # fmt: skip
+    console.print(table)
+    for r in result["tokenizers"]:
+        words = Table(title=f"most frequent words split by {r['tokenizer']}")
+        words.add_column("word")
+        words.add_column("count", justify="right")
+        words.add_column("pieces")
+        for w in r["split_words"]:
+            words.add_row(w["word"], f"{w['count']:,}", " | ".join(w["pieces"]))
+        console.print(words)
+
+
+@data_app.command("prepare")
+def data_prepare_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", "-t", help="Tokenizer folder (or hub id).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output shards folder.")],
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Tokenize a corpus into flat token files (train.bin, val.bin, meta.json)."""
+    from expertlm.shards import data_prepare
+
+    data_prepare(
+        corpus, out, tokenizer=tokenizer, overwrite=overwrite, show_progress=not no_progress
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except ExpertlmError as e:
+        from expertlm.console import console
+
+        lines = str(e).splitlines() or ["error"]
+        for line in lines:
+            console.print(
+                f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True
+            )
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Typed, validated configuration of the stages.
+
+Each stage's options are one pydantic model whose field docstrings are the documentation.
+`from_options` validates a plain dict (CLI flags, a YAML section, Python keyword arguments)
+and reports every problem at once, each naming its key, as one `ExpertlmError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from expertlm.errors import ExpertlmError
+
+# 256 byte symbols of byte-level BPE plus <|endoftext|>.
+MIN_VOCAB_SIZE = 257
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `SOURCE: key 'a.b': message`; CLI keys are shown as flags."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if source == "cli":
+            lines.append(f"option --{key.replace('_', '-')}: {msg}")
+        else:
+            lines.append(f"{source}: key '{key}': {msg}")
+    return "\n".join(lines)
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None = None, source: str = "cli"):
+        """Validate `options`; every bad or unknown key is reported at once."""
+        try:
+            return cls.model_validate(options or {})
+        except ValidationError as e:
+            raise ExpertlmError(format_validation_error(e, source)) from None
+
+
+class CorpusConfig(StageConfig):
+    """Options of `corpus build`."""
+
+    text_field: str = "text"
+    """JSON field or CSV/TSV/Parquet column that holds the document text."""
+    id_field: str = "id"
+    """Field/column with the document id; a document without one gets the hash of its text."""
+    year_field: str = "year"
+    """Field/column with the publication year (an int, or a string starting with 4 digits)."""
+    keep_fields: list[str] = Field(default_factory=list)
+    """Other fields copied into each corpus document (e.g. journal, doi)."""
+    unicode_form: Literal["NFC", "NFKC"] = "NFC"
+    """Unicode normalisation. NFC is lossless; NFKC also folds compatibility forms (² -> 2)."""
+    min_chars: int = Field(200, ge=0)
+    """Documents shorter than this (after cleaning) are dropped."""
+    min_year: int | None = None
+    """Drop documents published before this year."""
+    max_year: int | None = None
+    """Drop documents published after this year (the paper trains on <= 2022, tests on 2023)."""
+    keep_no_year: bool = True
+    """Keep documents with no year when a year filter is set."""
+    dedup: bool = True
+    """Drop exact duplicates (same text after cleaning)."""
+    near_dedup: bool = True
+    """Drop near duplicates (MinHash + LSH over word shingles)."""
+    near_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    """Estimated Jaccard similarity of word shingles at which a document is a near duplicate."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations (more: a finer Jaccard estimate, more memory)."""
+    shingle_words: int = Field(5, ge=1)
+    """Words per shingle for near-duplicate detection."""
+    decontam: list[Path] = Field(default_factory=list)
+    """Benchmark files (BrainBench CSV or JSONL); documents sharing a word n-gram with any
+    version of any item are dropped."""
+    decontam_ngram: int = Field(13, ge=1)
+    """Length in words of the n-grams used for decontamination."""
+    val_frac: float = Field(0.01, ge=0.0, lt=1.0)
+    """Fraction of documents in the validation split (chosen by a hash of the id)."""
+    split_seed: int = 0
+    """Seed of the hash-based split."""
+    skip_bad: bool = False
+    """Count and skip malformed records instead of stopping at the first."""
+
+    @model_validator(mode="after")
+    def _years_ordered(self) -> CorpusConfig:
+        if (
+            self.min_year is not None
+            and self.max_year is not None
+            and self.min_year > self.max_year
+        ):
+            raise ValueError(f"min_year {self.min_year} is after max_year {self.max_year}")
+        return self
+
+
+class TokenizerConfig(StageConfig):
+    """Options of `tokenizer train`."""
+
+    vocab_size: int = 50_257
+    """Vocabulary size including <|endoftext|> (GPT-2's is 50,257)."""
+    min_frequency: int = Field(2, ge=1)
+    """A pair must occur this often to be merged."""
+    max_docs: int | None = Field(None, ge=1)
+    """Train on the first N training documents only (default: all)."""
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _vocab_fits(cls, v: int) -> int:
+        if v < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab size {v} is below the byte alphabet: byte-level BPE needs at least "
+                f"{MIN_VOCAB_SIZE} (256 bytes + <|endoftext|>)"
+            )
+        if v > 2**32:
+            raise ValueError(f"vocab size {v} does not fit in uint32 token files")
+        return v

@@ -1,0 +1,43 @@
+"""Text cleaning: Unicode normalisation, control characters out, whitespace normalised.
+
+Paragraph breaks (a blank line) are kept: models learn document structure from them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0/C1 control characters except tab and newline, plus invisible format characters that
+# PDF/XML conversions leave behind (soft hyphen, zero-width space, BOM, bidi overrides).
+# Zero-width (non-)joiners are kept: they carry meaning in several scripts.
+# Vertical tab and form feed separate words, so they become spaces; NEL is a line break.
+_TABLE: dict[int, str | None] = {
+    c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x20), *range(0x7F, 0xA0))
+}
+_TABLE.update(
+    {c: None for c in (0x00AD, 0x200B, 0x200E, 0x200F, 0x2060, 0xFEFF, *range(0x202A, 0x202F))}
+)
+_TABLE.update({0x0B: " ", 0x0C: " ", 0x85: "\n"})
+_HSPACE = re.compile(r"[^\S\n]+")  # any whitespace but newline (tabs, NBSP, thin spaces, ...)
+_SPACE_AROUND_NL = re.compile(r" ?\n ?")
+_MANY_NL = re.compile(r"\n{3,}")
+
+
+def clean_text(text: str, unicode_form: str = "NFC") -> str:
+    """Normalise `text`; the result is what is hashed, filtered and written to the corpus."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize(unicode_form, text)
+    text = text.translate(_TABLE)
+    text = _HSPACE.sub(" ", text)
+    text = _SPACE_AROUND_NL.sub("\n", text)
+    text = _MANY_NL.sub("\n\n", text)
+    return text.strip()
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Case-folded word tokens, punctuation dropped: the unit of shingles and n-gram overlap."""
+    return _WORD.findall(text.casefold())

@@ -1,0 +1,57 @@
+"""Decontamination: drop every document that shares a word n-gram with a benchmark item.
+
+Both versions of every item are indexed (a leak of either tells the model the answer or its
+distractor). Words are case-folded and punctuation is dropped, so formatting differences
+between a paper's full text and the benchmark abstract do not hide a leak. The default n = 13
+follows the GPT-3 paper's contamination analysis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from expertlm.bench import read_benchmark
+from expertlm.corpus.clean import words
+from expertlm.io import sha256_file
+
+
+class Decontaminator:
+    def __init__(self, bench_files: list[Path], n: int = 13) -> None:
+        self.n = n
+        self.index: dict[int, int] = {}  # hash of an n-gram -> first item holding it
+        self.benchmarks = []
+        n_items = 0
+        for path in bench_files:
+            items = read_benchmark(path)
+            self.benchmarks.append(
+                {"path": str(path), "sha256": sha256_file(path), "items": len(items)}
+            )
+            for item in items:
+                for text in (item.original, item.altered):
+                    for h in self._ngrams(text):
+                        self.index.setdefault(h, n_items)
+                n_items += 1
+        self.n_items = n_items
+        self.items_leaked: set[int] = set()
+
+    def _ngrams(self, text: str):
+        w = words(text)
+        # Python's tuple hash is fixed within one process, which is all an in-memory index needs.
+        return (hash(tuple(w[i : i + self.n])) for i in range(len(w) - self.n + 1))
+
+    def is_contaminated(self, text: str) -> bool:
+        """True if `text` shares an n-gram with any item (and remember which item leaked)."""
+        hit = False
+        for h in self._ngrams(text):
+            if (item := self.index.get(h)) is not None:
+                self.items_leaked.add(item)
+                hit = True
+        return hit
+
+    def report(self) -> dict:
+        return {
+            "benchmarks": self.benchmarks,
+            "ngram_words": self.n,
+            "items": self.n_items,
+            "items_leaked": len(self.items_leaked),
+        }

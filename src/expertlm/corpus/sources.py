@@ -1,0 +1,339 @@
+"""Readers for source files: each yields `RawDoc`s, streaming, with file and line for errors.
+
+Supported: `.txt` (one document per file), `.jsonl`/`.jsonl.gz`, `.json` (a list of objects,
+or one object), `.csv`/`.tsv` (optionally `.gz`), `.parquet` (needs pyarrow). Folders are
+walked recursively in sorted order, so the same inputs always give the same corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from expertlm.config import CorpusConfig
+from expertlm.console import warn
+from expertlm.errors import ExpertlmError, where
+
+SUFFIXES = (
+    ".txt",
+    ".jsonl",
+    ".jsonl.gz",
+    ".json",
+    ".csv",
+    ".csv.gz",
+    ".tsv",
+    ".tsv.gz",
+    ".parquet",
+)
+_YEAR = re.compile(r"\s*(\d{4})")
+MAX_BAD_WARNINGS = 5
+
+
+@dataclass
+class RawDoc:
+    text: str
+    id: str | None
+    year: int | None
+    source: str  # "path" or "path:line"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kind_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return suffix.removesuffix(".gz").lstrip(".")
+    return None
+
+
+def expand_sources(paths: list[str | Path]) -> list[Path]:
+    """Files named directly, and every supported file under folders (recursive, sorted)."""
+    if not paths:
+        raise ExpertlmError("no source given: name at least one file or folder")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and kind_of(f) and not f.name.startswith(".")
+            )
+            if not found:
+                raise ExpertlmError(f"{p}: folder has no supported files ({', '.join(SUFFIXES)})")
+            files.extend(found)
+        elif p.is_file():
+            if kind_of(p) is None:
+                raise ExpertlmError(
+                    f"{p}: unsupported file type (supported: {', '.join(SUFFIXES)})"
+                )
+            files.append(p)
+        elif p.exists():
+            raise ExpertlmError(f"{p}: not a regular file or folder")
+        else:
+            raise ExpertlmError(f"{p}: no such file or folder")
+    for f in files:
+        try:
+            with open(f, "rb"):
+                pass
+        except OSError as e:
+            raise ExpertlmError(f"{f}: cannot be read ({e.strerror})") from None
+    return files
+
+
+def parse_year(value: Any) -> int | None:
+    """2015, 2015.0, "2015", "2015-03-01" -> 2015; anything else -> None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and (m := _YEAR.match(value)):
+        return int(m.group(1))
+    return None
+
+
+def _get(record: dict, key: str) -> Any:
+    """A field by name, or by dotted path into nested objects (`meta.year`)."""
+    if key in record:
+        return record[key]
+    node: Any = record
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class Reader:
+    """Turns records of one file into `RawDoc`s, applying the field mapping.
+
+    Bad records raise `ExpertlmError` naming file and line, or with `skip_bad` are counted in
+    `stats["bad_record"]` and skipped (the first few are shown as warnings).
+    """
+
+    def __init__(self, cfg: CorpusConfig, stats: Counter, on_bytes: Callable[[int], None]) -> None:
+        self.cfg, self.stats, self.on_bytes = cfg, stats, on_bytes
+
+    def bad(self, msg: str) -> None:
+        if not self.cfg.skip_bad:
+            raise ExpertlmError(msg + " (pass --skip-bad to count and skip such records)")
+        self.stats["bad_record"] += 1
+        if self.stats["bad_record"] <= MAX_BAD_WARNINGS:
+            warn(f"skipped: {msg}")
+
+    def read(self, path: Path) -> Iterator[RawDoc]:
+        kind = kind_of(path)
+        readers = {
+            "txt": self._txt,
+            "jsonl": self._jsonl,
+            "json": self._json,
+            "csv": self._csv,
+            "tsv": self._csv,
+            "parquet": self._parquet,
+        }
+        yield from readers[kind](path)  # type: ignore[index]
+
+    def _doc(self, record: dict, src: str) -> RawDoc | None:
+        text = _get(record, self.cfg.text_field)
+        if text is None:
+            keys = ", ".join(map(str, list(record)[:12])) or "none"
+            self.bad(
+                f"{src}: no text field '{self.cfg.text_field}' (fields: {keys}; choose one with --text-field)"
+            )
+            return None
+        if not isinstance(text, str):
+            self.bad(
+                f"{src}: text field '{self.cfg.text_field}' is {type(text).__name__}, not a string"
+            )
+            return None
+        doc_id = _get(record, self.cfg.id_field)
+        extra = {k: v for k in self.cfg.keep_fields if (v := _get(record, k)) is not None}
+        return RawDoc(
+            text=text,
+            id=None if doc_id is None or doc_id == "" else str(doc_id),
+            year=parse_year(_get(record, self.cfg.year_field)),
+            source=src,
+            extra=extra,
+        )
+
+    def _raw(self, path: Path) -> BinaryIO:
+        # The compressed position drives the progress bar (file sizes are what we know up front).
+        return open(path, "rb")
+
+    def _jsonl(self, path: Path) -> Iterator[RawDoc]:
+        with self._raw(path) as raw:
+            for lineno, line in self._lines_from(path, raw):
+                if not line.strip():
+                    continue
+                src = where(path, lineno)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    self.bad(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(record, dict):
+                    self.bad(f"{src}: expected a JSON object, got {type(record).__name__}")
+                    continue
+                if (doc := self._doc(record, src)) is not None:
+                    yield doc
+
+    def _lines_from(self, path: Path, raw: BinaryIO) -> Iterator[tuple[int, str]]:
+        import gzip
+
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw  # type: ignore[assignment]
+        last = 0
+        try:
+            for lineno, line in enumerate(stream, 1):
+                pos = raw.tell()
+                if pos != last:
+                    self.on_bytes(pos - last)
+                    last = pos
+                try:
+                    yield lineno, line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    self.bad(
+                        f"{where(path, lineno)}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
+                    )
+        except (OSError, EOFError) as e:  # truncated or corrupt gzip
+            raise ExpertlmError(f"{path}: cannot be decompressed ({e})") from None
+
+    def _txt(self, path: Path) -> Iterator[RawDoc]:
+        data = path.read_bytes()
+        self.on_bytes(len(data))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            self.bad(f"{where(path, line)}: not valid UTF-8 (byte 0x{data[e.start]:02x})")
+            return
+        yield RawDoc(text=text, id=str(path), year=None, source=str(path))
+
+    def _json(self, path: Path) -> Iterator[RawDoc]:
+        # A .json file is one JSON value, so it is parsed whole (use .jsonl for big corpora).
+        data = path.read_bytes()
+        self.on_bytes(len(data))
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ExpertlmError(
+                f"{where(path, line)}: not valid UTF-8 (byte 0x{data[e.start]:02x})"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise ExpertlmError(
+                f"{where(path, e.lineno)}: not valid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        records = value if isinstance(value, list) else [value]
+        for i, record in enumerate(records):
+            src = f"{path}[{i}]"
+            if not isinstance(record, dict):
+                self.bad(f"{src}: expected a JSON object, got {type(record).__name__}")
+                continue
+            if (doc := self._doc(record, src)) is not None:
+                yield doc
+
+    def _csv(self, path: Path) -> Iterator[RawDoc]:
+        csv.field_size_limit(sys.maxsize)  # full texts exceed the 128 KiB default
+        delimiter = "\t" if kind_of(path) == "tsv" else ","
+        with self._raw(path) as raw:
+            lines = self._lines_from(path, raw)
+            numbered = _LineTracker(lines)
+            reader = csv.reader(numbered, delimiter=delimiter)
+            try:
+                header = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise ExpertlmError(
+                    f"{where(path, numbered.lineno)}: malformed CSV header ({e})"
+                ) from None
+            if self.cfg.text_field not in header:
+                raise ExpertlmError(
+                    f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(header)}; choose one with --text-field)"
+                )
+            while True:
+                start = numbered.lineno + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    self.bad(f"{where(path, start)}: malformed CSV row ({e})")
+                    continue
+                if not row:
+                    continue
+                src = where(path, start)
+                if len(row) != len(header):
+                    self.bad(f"{src}: {len(row)} fields, the header has {len(header)}")
+                    continue
+                if (doc := self._doc(dict(zip(header, row, strict=False)), src)) is not None:
+                    yield doc
+
+    def _parquet(self, path: Path) -> Iterator[RawDoc]:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ExpertlmError(
+                f"{path}: reading Parquet needs pyarrow (pip install 'expertlm[parquet]')"
+            ) from None
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise ExpertlmError(f"{path}: not a readable Parquet file ({e})") from None
+        names = pf.schema_arrow.names
+        if self.cfg.text_field not in names:
+            raise ExpertlmError(
+                f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(names)}; choose one with --text-field)"
+            )
+        wanted = [
+            c
+            for c in {
+                self.cfg.text_field,
+                self.cfg.id_field,
+                self.cfg.year_field,
+                *self.cfg.keep_fields,
+            }
+            if c in names
+        ]
+        row = 0
+        per_row = path.stat().st_size / max(pf.metadata.num_rows, 1)
+        for batch in pf.iter_batches(batch_size=1024, columns=wanted):
+            self.on_bytes(int(per_row * batch.num_rows))
+            for record in batch.to_pylist():
+                row += 1
+                if (doc := self._doc(record, f"{path}[row {row}]")) is not None:
+                    yield doc
+
+
+class _LineTracker:
+    """Feeds decoded lines to csv.reader while remembering the current physical line number."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines, self.lineno = lines, 0
+
+    def __iter__(self) -> _LineTracker:
+        return self
+
+    def __next__(self) -> str:
+        self.lineno, line = next(self._lines)
+        return line
+
+
+def read_sources(
+    files: list[Path],
+    cfg: CorpusConfig,
+    stats: Counter,
+    on_bytes: Callable[[int], None] = lambda n: None,
+) -> Iterator[RawDoc]:
+    reader = Reader(cfg, stats, on_bytes)
+    for path in files:
+        yield from reader.read(path)
+
+
+__all__ = ["SUFFIXES", "RawDoc", "expand_sources", "parse_year", "read_sources"]

@@ -1,0 +1,219 @@
+"""Files: atomic folder writes, JSON Lines (optionally gzip), content hashes, provenance.
+
+Every stage writes its output folder through `atomic_dir`: into a temporary sibling that is
+renamed into place only when the stage succeeds, so a crash or a bad input never leaves a
+half-written folder and never destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from expertlm.errors import ExpertlmError, where
+
+HASH_CHUNK_BYTES = 1 << 20
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing output before any compute is spent on it."""
+    if out.exists() and not overwrite:
+        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise ExpertlmError(f"{out}: exists and is not a folder")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `out` when the block finishes without error.
+
+    The old `out` (with `overwrite`) is moved aside and deleted only after the new one is in
+    place, so at every moment either the old or the new complete folder exists.
+    """
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary file + rename), pretty and stable."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ExpertlmError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ExpertlmError(f"{where(path, e.lineno)}: not valid JSON ({e.msg})") from None
+
+
+# --- JSON Lines ------------------------------------------------------------------------------
+
+
+def open_binary(path: str | os.PathLike) -> BinaryIO:
+    """Open a file for reading bytes, transparently decompressing `.gz`."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+class JsonlWriter:
+    """Append JSON objects, one per line, to a `.jsonl` or `.jsonl.gz` file."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        # compresslevel 6: ~3x faster than gzip's default 9 for ~2% larger files.
+        if self.path.suffix == ".gz":
+            self._f = gzip.open(self.path, "wt", encoding="utf-8", compresslevel=6)  # noqa: SIM115 (closed by close())
+        else:
+            self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self.count = 0
+
+    def write(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj, ensure_ascii=False))
+        self._f.write("\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_jsonl(
+    path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[dict]:
+    """Read a JSON Lines file this tool wrote; a bad line is an error naming file and line.
+
+    `on_bytes(n)` is told how many bytes of the file (compressed, for .gz) each line consumed,
+    which is what a progress bar over the file size needs.
+    """
+    path = Path(path)
+    with open(path, "rb") as raw:
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw  # type: ignore[assignment]
+        last = 0
+        for lineno, line in enumerate(stream, 1):
+            if on_bytes is not None and (pos := raw.tell()) != last:
+                on_bytes(pos - last)
+                last = pos
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ExpertlmError(f"{where(path, lineno)}: not valid JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise ExpertlmError(f"{where(path, lineno)}: expected a JSON object")
+            yield obj
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    with JsonlWriter(path) as w:
+        for row in rows:
+            w.write(row)
+        return w.count
+
+
+# --- hashes ----------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def combine_hashes(parts: Iterable[str]) -> str:
+    """One hash for an ordered collection of hashes (e.g. the files of a folder)."""
+    return sha256_text("\n".join(parts))
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+_PACKAGES = ("expertlm", "torch", "transformers", "tokenizers", "numpy", "datasketch")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance() -> dict[str, Any]:
+    """What a result file records about where and with what it was made."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "argv": sys.argv,
+    }

@@ -1,0 +1,219 @@
+"""Token shards: corpus + tokenizer -> flat token files, and the reader over them.
+
+`train.bin` / `val.bin` are flat little-endian streams of token ids (uint16 when the vocabulary
+fits, else uint32) with `<|endoftext|>` before every document, as llm.c writes them, readable
+with `numpy.memmap` (nanoGPT's layout). `meta.json` says dtype, vocabulary, counts and the
+hashes of the corpus and tokenizer they were made from; `tokenizer/` is a copy of the tokenizer,
+so a shards folder is self-describing.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from expertlm.console import bytes_progress, info
+from expertlm.corpus.docs import SPLITS, corpus_files, corpus_hash, iter_texts, split_file
+from expertlm.errors import ExpertlmError
+from expertlm.io import atomic_dir, provenance, read_json, write_json
+from expertlm.tokenizer import TokenizerHandle, load_handle, load_tokenizer
+
+FORMAT = "expertlm.shards/1"
+META = "meta.json"
+# Characters of text encoded per call: big enough to keep the Rust thread pool busy, small
+# enough that memory stays flat whatever the corpus size (~2 MB of text + its token lists).
+BATCH_CHARS = 2_000_000
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def read_meta(shards: str | Path) -> dict:
+    path = Path(shards) / META
+    if not path.is_file():
+        raise ExpertlmError(
+            f"{shards}: not a shards folder (no {META}; make one with `expertlm data prepare`)"
+        )
+    return read_json(path)
+
+
+def open_tokens(shards: str | Path, split: str = "train") -> np.memmap:
+    """The token stream of one split, memory-mapped read-only."""
+    meta = read_meta(shards)
+    path = Path(shards) / f"{split}.bin"
+    if not path.is_file():
+        raise ExpertlmError(f"{path}: no such token file")
+    return np.memmap(path, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r")
+
+
+def _batches(texts: Iterator[str], max_chars: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= max_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run `it` (gzip + JSON parsing, which holds the GIL) in a thread, so it overlaps with
+    encoding (Rust, which releases it). At most `depth` items wait: memory stays bounded."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for item in it:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer
+            failure.append(e)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    while (item := q.get()) is not done:
+        yield item
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def encode_to_file(
+    texts: Iterator[str],
+    path: Path,
+    tok: TokenizerHandle,
+    dtype: np.dtype,
+    on_docs: Callable[[int, int], None],
+) -> tuple[int, int]:
+    """Encode documents into a flat token file; returns (documents, tokens)."""
+    n_docs = n_tokens = 0
+    with open(path, "wb") as f:
+        for batch in _prefetch(_batches(texts, BATCH_CHARS)):
+            ids = tok.encode_batch(batch)
+            flat = np.empty(
+                sum(map(len, ids)) + len(ids), dtype=dtype
+            )  # (tokens + one eot per doc,)
+            pos = 0
+            for doc in ids:
+                flat[pos] = tok.eot_id
+                flat[pos + 1 : pos + 1 + len(doc)] = doc
+                pos += 1 + len(doc)
+            flat.astype(dtype.newbyteorder("<"), copy=False).tofile(f)
+            n_docs += len(ids)
+            n_tokens += len(flat)
+            on_docs(len(ids), len(flat))
+    return n_docs, n_tokens
+
+
+def _copy_tokenizer(name: str, dest: Path) -> None:
+    src = Path(name)
+    dest.mkdir()
+    if src.is_dir():
+        for fname in TOKENIZER_FILES:
+            if (src / fname).is_file():
+                shutil.copy2(src / fname, dest / fname)
+    else:
+        load_tokenizer(name).save_pretrained(dest)
+
+
+def _up_to_date(out: Path, expected: dict) -> bool:
+    try:
+        meta = read_meta(out)
+    except ExpertlmError:
+        return False
+    if any(meta.get(k) != v for k, v in expected.items()):
+        return False
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    return all(
+        (out / f"{s}.bin").is_file() and (out / f"{s}.bin").stat().st_size == n * itemsize
+        for s, n in meta["tokens"].items()
+    )
+
+
+def data_prepare(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    tokenizer: str | Path,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Tokenize a corpus into `train.bin`, `val.bin` and `meta.json`.
+
+    Re-running with the same corpus and tokenizer does nothing; a shards folder made from
+    other inputs is rebuilt. Any other existing `out` is refused unless `overwrite`.
+    """
+    t0 = time.time()
+    out = Path(out)
+    files = corpus_files(corpus)
+    tok = load_handle(tokenizer)
+    expected = {"format": FORMAT, "corpus_hash": corpus_hash(corpus), "tokenizer_hash": tok.hash}
+    if _up_to_date(out, expected):
+        info(f"shards: {out} is up to date (same corpus and tokenizer): nothing to do")
+        return out
+    if (out / META).is_file():
+        info(f"shards: {out} was made from other inputs: rebuilding")
+        overwrite = True
+
+    dtype = token_dtype(tok.vocab_size)
+    splits = SPLITS if len(files) > 1 else ("train",)
+    counts: dict[str, dict[str, int]] = {}
+    with atomic_dir(out, overwrite) as tmp, bytes_progress("tokens", show_progress) as bar:
+        for split in splits:
+            path = split_file(corpus, split)
+            task = bar.add_task(f"data prepare {split}", total=path.stat().st_size, count=0)
+
+            def on_docs(docs: int, tokens: int, task=task) -> None:
+                bar.update(task, count=bar.tasks[task].fields["count"] + tokens)
+
+            texts = iter_texts(corpus, split, on_bytes=lambda n, task=task: bar.advance(task, n))
+            docs, tokens = encode_to_file(texts, tmp / f"{split}.bin", tok, dtype, on_docs)
+            bar.update(task, completed=path.stat().st_size)
+            counts[split] = {"docs": docs, "tokens": tokens}
+        if counts["train"]["tokens"] == 0:
+            raise ExpertlmError(f"{corpus}: the train split has no documents")
+        _copy_tokenizer(tokenizer, tmp / "tokenizer")
+        wall_s = time.time() - t0
+        total_tokens = sum(c["tokens"] for c in counts.values())
+        write_json(
+            tmp / META,
+            {
+                **expected,
+                "dtype": dtype.name,
+                "byte_order": "little",
+                "vocab_size": tok.vocab_size,
+                "eot_id": tok.eot_id,
+                "eot_position": "before each document",
+                "tokens": {s: c["tokens"] for s, c in counts.items()},
+                "docs": {s: c["docs"] for s, c in counts.items()},
+                "corpus": str(corpus),
+                "tokenizer": str(tokenizer),
+                "wall_s": round(wall_s, 3),
+                "tokens_per_s": round(total_tokens / max(wall_s, 1e-9)),
+                **provenance(),
+            },
+        )
+    sizes = ", ".join(f"{s} {c['tokens']:,} tokens ({c['docs']:,} docs)" for s, c in counts.items())
+    info(f"shards: {sizes}, {dtype.name} -> {out}")
+    return out
