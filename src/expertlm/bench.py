@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import open_binary
+from expertlm.io import numbered_lines, open_binary
 
 BRAINBENCH_COLUMNS = (
     "doi",
@@ -87,7 +87,7 @@ def _read_csv(path: Path) -> list[BenchItem]:
 def _read_jsonl(path: Path) -> list[BenchItem]:
     items = []
     with open_binary(path) as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in numbered_lines(f, path):
             if not line.strip():
                 continue
             src = where(path, lineno)

@@ -187,20 +187,23 @@ def tokenizer_compare_cmd(
 
 def _print_comparison(result: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape  # tokenizer names and paths are text, not markup
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{result['docs']:,} documents of {result['corpus']} ({result['split']})")
+    table = Table(
+        title=escape(f"{result['docs']:,} documents of {result['corpus']} ({result['split']})")
+    )
     for col in ("tokenizer", "vocab", "tokens", "tokens/word", "chars/token", "whole words"):
         table.add_column(col, justify="left" if col == "tokenizer" else "right")
     for r in result["tokenizers"]:
         table.add_row(
-            r["tokenizer"], f"{r['vocab_size']:,}", f"{r['tokens']:,}", f"{r['fertility']:.3f}",
+            escape(r["tokenizer"]), f"{r['vocab_size']:,}", f"{r['tokens']:,}", f"{r['fertility']:.3f}",
             f"{r['chars_per_token']:.3f}", f"{r['whole_word_share']:.1%}",
         )  # fmt: skip
     console.print(table)
     for r in result["tokenizers"]:
-        words = Table(title=f"most frequent words split by {r['tokenizer']}")
+        words = Table(title=escape(f"most frequent words split by {r['tokenizer']}"))
         words.add_column("word")
         words.add_column("count", justify="right")
         words.add_column("pieces")
@@ -231,12 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except ExpertlmError as e:
+        from rich.markup import escape
+
         from expertlm.console import console
 
         lines = str(e).splitlines() or ["error"]
         for line in lines:
             console.print(
-                f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True
             )
         sys.exit(2)
     except KeyboardInterrupt:

@@ -22,10 +22,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: `SOURCE: key 'a.b': message`; CLI keys are shown as flags."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"])
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         msg = msg.removeprefix("Value error, ")
-        if source == "cli":
+        if not key:  # a check across keys (e.g. min_year > max_year): its message names them
+            lines.append(f"{'options' if source == 'cli' else source}: {msg}")
+        elif source == "cli":
             lines.append(f"option --{key.replace('_', '-')}: {msg}")
         else:
             lines.append(f"{source}: key '{key}': {msg}")

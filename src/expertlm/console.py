@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,12 +23,14 @@ from rich.text import Text
 console = Console(stderr=True, highlight=False)
 
 
+# Messages are plain text (paths may contain "[...]", which rich would read as markup) and are
+# never hard-wrapped: a path split over two lines cannot be copied or grepped from a log.
 def info(msg: str) -> None:
-    console.print(msg)
+    console.print(escape(msg), soft_wrap=True)
 
 
 def warn(msg: str) -> None:
-    console.print(f"[yellow]warning:[/] {msg}")
+    console.print(f"[yellow]warning:[/] {escape(msg)}", soft_wrap=True)
 
 
 def progress_enabled(requested: bool = True) -> bool:

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -136,6 +137,15 @@ class JsonlWriter:
         self.close()
 
 
+def numbered_lines(stream: Iterable[bytes], path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """`(line number, line)` of a byte stream; a truncated or corrupt .gz is an error naming
+    the file instead of a traceback from gzip/zlib."""
+    try:
+        yield from enumerate(stream, 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ExpertlmError(f"{path}: cannot be read or decompressed ({e})") from None
+
+
 def iter_jsonl(
     path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[dict]:
@@ -148,7 +158,7 @@ def iter_jsonl(
     with open(path, "rb") as raw:
         stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw  # type: ignore[assignment]
         last = 0
-        for lineno, line in enumerate(stream, 1):
+        for lineno, line in numbered_lines(stream, path):
             if on_bytes is not None and (pos := raw.tell()) != last:
                 on_bytes(pos - last)
                 last = pos

@@ -52,13 +52,16 @@ def read_meta(shards: str | Path) -> dict:
     return read_json(path)
 
 
-def open_tokens(shards: str | Path, split: str = "train") -> np.memmap:
+def open_tokens(shards: str | Path, split: str = "train") -> np.ndarray:
     """The token stream of one split, memory-mapped read-only."""
     meta = read_meta(shards)
     path = Path(shards) / f"{split}.bin"
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such token file")
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r")
+    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    if path.stat().st_size == 0:  # an empty split is legal, but numpy cannot map an empty file
+        return np.empty(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 def _batches(texts: Iterator[str], max_chars: int) -> Iterator[list[str]]:

@@ -15,7 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 from expertlm.config import TokenizerConfig
-from expertlm.console import count_progress, info, warn
+from expertlm.console import count_progress, info, progress_enabled, warn
 from expertlm.corpus.docs import corpus_hash, iter_texts, read_manifest, split_file
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
@@ -66,7 +66,7 @@ def tokenizer_train(
         min_frequency=cfg.min_frequency,
         special_tokens=[EOT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=show_progress,
+        show_progress=progress_enabled(show_progress),
     )
     try:
         total = read_manifest(corpus)["split"]["train"]["docs"]

@@ -19,7 +19,10 @@ _TABLE.update(
     {c: None for c in (0x00AD, 0x200B, 0x200E, 0x200F, 0x2060, 0xFEFF, *range(0x202A, 0x202F))}
 )
 _TABLE.update({0x0B: " ", 0x0C: " ", 0x85: "\n"})
-_HSPACE = re.compile(r"[^\S\n]+")  # any whitespace but newline (tabs, NBSP, thin spaces, ...)
+# Runs of whitespace other than newline, but not a lone space: replacing every single space with
+# itself made this the slowest step of cleaning.
+_HSPACE = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
+_UNWANTED = re.compile("[" + "".join(re.escape(chr(c)) for c in _TABLE) + "]")
 _SPACE_AROUND_NL = re.compile(r" ?\n ?")
 _MANY_NL = re.compile(r"\n{3,}")
 
@@ -27,8 +30,12 @@ _MANY_NL = re.compile(r"\n{3,}")
 def clean_text(text: str, unicode_form: str = "NFC") -> str:
     """Normalise `text`; the result is what is hashed, filtered and written to the corpus."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # Characters are removed before normalising: removing one afterwards can leave a sequence
+    # that is no longer normalised (e + soft hyphen + combining acute), so a second clean_text
+    # would change the text. No normal form maps a character into _TABLE.
+    if _UNWANTED.search(text):  # rare: translate() scans slowly even when nothing changes
+        text = text.translate(_TABLE)
     text = unicodedata.normalize(unicode_form, text)
-    text = text.translate(_TABLE)
     text = _HSPACE.sub(" ", text)
     text = _SPACE_AROUND_NL.sub("\n", text)
     text = _MANY_NL.sub("\n\n", text)

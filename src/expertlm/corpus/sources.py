@@ -11,6 +11,7 @@ import csv
 import json
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -200,7 +201,7 @@ class Reader:
                     self.bad(
                         f"{where(path, lineno)}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
                     )
-        except (OSError, EOFError) as e:  # truncated or corrupt gzip
+        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip
             raise ExpertlmError(f"{path}: cannot be decompressed ({e})") from None
 
     def _txt(self, path: Path) -> Iterator[RawDoc]:
