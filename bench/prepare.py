@@ -36,7 +36,7 @@ SHARED = ROOT.parent / "shared" / "data"
 BASE_CHARS = 24_000_000  # ~5M tokens: long enough that start-up costs are small
 SCALE = 4
 
-REFERENCE = r'''
+REFERENCE = r"""
 import itertools, json, sys
 from datasets import disable_progress_bars, load_dataset
 from transformers import AutoTokenizer
@@ -57,7 +57,7 @@ ds = load_dataset("json", data_files=files, cache_dir=cache)
 out = ds.map(tokenize, batched=True, remove_columns=ds["train"].column_names)
 tokens = sum(sum(len(x) for x in out[s]["input_ids"]) for s in out)
 print(json.dumps({"tokens": tokens}))
-'''
+"""
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
@@ -68,7 +68,9 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
     peak = 0
     while proc.poll() is None:
         try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+            rss = ps.memory_info().rss + sum(
+                c.memory_info().rss for c in ps.children(recursive=True)
+            )
             peak = max(peak, rss)
         except psutil.Error:
             pass
@@ -83,7 +85,10 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
 def source_texts() -> list[tuple[str, str]]:
     docs = []
     if SHARED.is_dir():
-        for name in ("neuromancer_neuro_review_abstracts.jsonl.gz", "elife_fulltext_2012_2016.jsonl.gz"):
+        for name in (
+            "neuromancer_neuro_review_abstracts.jsonl.gz",
+            "elife_fulltext_2012_2016.jsonl.gz",
+        ):
             path = SHARED / name
             if path.is_file():
                 with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -93,7 +98,10 @@ def source_texts() -> list[tuple[str, str]]:
                             docs.append((str(d["id"]), d["text"]))
     if not docs:  # no shared data: Zipfian pseudo-text with word-like tokens
         rng = random.Random(0)
-        vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11))) for _ in range(30_000)]
+        vocab = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11)))
+            for _ in range(30_000)
+        ]
         weights = [1 / (i + 1) for i in range(len(vocab))]
         for i in range(20_000):
             words = rng.choices(vocab, weights, k=rng.randint(100, 400))
@@ -104,14 +112,22 @@ def source_texts() -> list[tuple[str, str]]:
 def write_corpus(dest: Path, docs: list[tuple[str, str]], chars: int, copies: int) -> None:
     """A corpus folder of `copies` x `chars` characters (copies get new ids; one in 100 -> val)."""
     dest.mkdir(parents=True)
-    with gzip.open(dest / "train.jsonl.gz", "wt", encoding="utf-8") as tr, gzip.open(dest / "val.jsonl.gz", "wt", encoding="utf-8") as va:
+    with (
+        gzip.open(dest / "train.jsonl.gz", "wt", encoding="utf-8") as tr,
+        gzip.open(dest / "val.jsonl.gz", "wt", encoding="utf-8") as va,
+    ):
         for c in range(copies):
             n = 0
             for i, (doc_id, text) in enumerate(docs):
                 if n >= chars:
                     break
                 f = va if i % 100 == 0 else tr
-                f.write(json.dumps({"id": f"{doc_id}#{c}", "text": text, "year": None, "source": "bench"}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"id": f"{doc_id}#{c}", "text": text, "year": None, "source": "bench"}
+                    )
+                    + "\n"
+                )
                 n += len(text)
 
 
@@ -133,20 +149,32 @@ def main() -> None:
             r = measure([py, "-m", "expertlm", "data", "prepare", str(tmp / corpus), "-t", str(tmp / "tok"),
                          "--out", str(tmp / out), "--no-progress"], env)  # fmt: skip
             meta = json.loads((tmp / out / "meta.json").read_text())
-            r["tokens"] = sum(meta["tokens"].values()) - sum(meta["docs"].values())  # text tokens, no eot
+            r["tokens"] = sum(meta["tokens"].values()) - sum(
+                meta["docs"].values()
+            )  # text tokens, no eot
             return r
 
-        ref = measure([py, "-c", REFERENCE, str(tmp / "c1"), str(tmp / "tok"), str(tmp / "hfcache")], env)
+        ref = measure(
+            [py, "-c", REFERENCE, str(tmp / "c1"), str(tmp / "tok"), str(tmp / "hfcache")], env
+        )
         ref["tokens"] = json.loads(ref["stdout"].strip().splitlines()[-1])["tokens"]
         one = ours("c1", "s1")
         four = ours("c4", "s4")
 
-    rows = [("reference (datasets.map)", ref), ("expertlm data prepare", one), (f"expertlm data prepare, {SCALE}x corpus", four)]
+    rows = [
+        ("reference (datasets.map)", ref),
+        ("expertlm data prepare", one),
+        (f"expertlm data prepare, {SCALE}x corpus", four),
+    ]
     print(f"{'':40s} {'tokens':>12s} {'wall s':>8s} {'tokens/s':>12s} {'peak RSS MB':>12s}")
     for name, r in rows:
-        print(f"{name:40s} {r['tokens']:>12,d} {r['wall_s']:>8.2f} {r['tokens'] / r['wall_s']:>12,.0f} {r['peak_rss'] / 2**20:>12,.0f}")
+        print(
+            f"{name:40s} {r['tokens']:>12,d} {r['wall_s']:>8.2f} {r['tokens'] / r['wall_s']:>12,.0f} {r['peak_rss'] / 2**20:>12,.0f}"
+        )
     if ref["tokens"] != one["tokens"]:
-        print(f"note: token counts differ (reference {ref['tokens']:,}, expertlm {one['tokens']:,})")
+        print(
+            f"note: token counts differ (reference {ref['tokens']:,}, expertlm {one['tokens']:,})"
+        )
     speed = (one["tokens"] / one["wall_s"]) / (ref["tokens"] / ref["wall_s"])
     mem = one["peak_rss"] / ref["peak_rss"]
     growth = four["peak_rss"] / one["peak_rss"]

@@ -7,6 +7,7 @@ reads both formats into `BenchItem`s; scoring and statistics build on it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def _read_csv(path: Path) -> list[BenchItem]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ExpertlmError(f"{path}: not valid UTF-8 (at byte {e.start})") from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    # newline="": only \n and \r end a CSV line (str.splitlines also splits at U+0085, U+2028,
+    # form feed, ..., which can occur inside an abstract).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     cols = reader.fieldnames or []
     missing = [c for c in ("original_abstract", "incorrect_abstract") if c not in cols]
     if missing:

@@ -19,16 +19,17 @@ MIN_VOCAB_SIZE = 257
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `SOURCE: key 'a.b': message`; CLI keys are shown as flags."""
+    """One line per problem, naming the key: `SOURCE: key 'a.b': message` for a config file,
+    `option 'min_chars' (--min-chars): message` for stage options (CLI flags or keywords)."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         msg = msg.removeprefix("Value error, ")
         if not key:  # a check across keys (e.g. min_year > max_year): its message names them
-            lines.append(f"{'options' if source == 'cli' else source}: {msg}")
-        elif source == "cli":
-            lines.append(f"option --{key.replace('_', '-')}: {msg}")
+            lines.append(f"{'options' if source == 'option' else source}: {msg}")
+        elif source == "option":
+            lines.append(f"option '{key}' (--{key.replace('_', '-')}): {msg}")
         else:
             lines.append(f"{source}: key '{key}': {msg}")
     return "\n".join(lines)
@@ -38,7 +39,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any] | None = None, source: str = "cli"):
+    def from_options(cls, options: dict[str, Any] | None = None, source: str = "option"):
         """Validate `options`; every bad or unknown key is reported at once."""
         try:
             return cls.model_validate(options or {})

@@ -83,21 +83,37 @@ def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     failure: list[BaseException] = []
+    stop = threading.Event()  # set when the consumer is gone (finished, or failed mid-way)
+
+    def put(item: object) -> bool:
+        # A plain put() would block forever once the consumer stops reading: the thread and
+        # its open input file would leak with every failed encode.
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def work() -> None:
         try:
             for item in it:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as e:  # re-raised in the consumer
             failure.append(e)
         finally:
-            q.put(done)
+            put(done)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    while (item := q.get()) is not done:
-        yield item
-    thread.join()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+    finally:
+        stop.set()
+        thread.join()
     if failure:
         raise failure[0]
 
@@ -146,6 +162,8 @@ def _up_to_date(out: Path, expected: dict) -> bool:
     except ExpertlmError:
         return False
     if any(meta.get(k) != v for k, v in expected.items()):
+        return False
+    if not (out / "tokenizer").is_dir():  # a folder missing its tokenizer copy is rebuilt
         return False
     itemsize = np.dtype(meta["dtype"]).itemsize
     return all(

@@ -46,14 +46,14 @@ def tokenizer_train(
     """Train a byte-level BPE tokenizer (GPT-2 pre-tokenisation, `<|endoftext|>`) on the
     corpus's train split. `options` are the fields of `TokenizerConfig` (vocab_size,
     min_frequency, max_docs)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     t0 = time.time()
     cfg = TokenizerConfig.from_options(options, source="option")
     out = Path(out)
     train_file = split_file(corpus, "train")
     check_output_dir(out, overwrite)
+    # Imported after the options are checked: a bad option fails at once, not after ~1 s.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())  # no unknown token: every byte is in the alphabet
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(
@@ -199,6 +199,9 @@ def load_handle(name: str | Path) -> TokenizerHandle:
         eot_id = backend.token_to_id(eos)
     if eot_id is None:
         raise ExpertlmError(f"{name}: tokenizer has no end-of-text token ({EOT} or an eos_token)")
+    # A literal "<|endoftext|>" inside a document is text, not a document boundary: encode it
+    # as ordinary bytes so the only eot ids in the shards are the ones data prepare puts there.
+    backend.encode_special_tokens = True
     vocab_size = max(backend.get_vocab(with_added_tokens=True).values()) + 1
     return TokenizerHandle(str(name), backend, eot_id, vocab_size, digest)
 

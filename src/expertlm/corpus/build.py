@@ -78,7 +78,8 @@ def corpus_build(
     t0 = time.time()
     cfg = CorpusConfig.from_options(options, source="option")
     out = Path(out)
-    files = expand_sources(list(sources))
+    files = expand_sources(list(sources), exclude=out)
+    roots = tuple(Path(p) for p in sources if Path(p).is_dir())
     check_output_dir(out, overwrite)
     decontam = Decontaminator(cfg.decontam, cfg.decontam_ngram) if cfg.decontam else None
     inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
@@ -95,7 +96,7 @@ def corpus_build(
         task = bar.add_task("corpus build", total=total_bytes, count=0)
         writers = {s: JsonlWriter(tmp / f"{s}.jsonl.gz") for s in ("train", "val")}
         try:
-            for raw in read_sources(files, cfg, stats, on_bytes=lambda n: bar.advance(task, n)):
+            for raw in read_sources(files, cfg, stats, lambda n: bar.advance(task, n), roots):
                 stats["input"] += 1
                 if stats["input"] % 64 == 0:
                     bar.update(task, count=stats["input"])

@@ -54,15 +54,26 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def expand_sources(paths: list[str | Path]) -> list[Path]:
-    """Files named directly, and every supported file under folders (recursive, sorted)."""
+def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list[Path]:
+    """Files named directly, and every supported file under folders (recursive, sorted).
+
+    Under a folder, hidden files and folders (`.git`, a stage's `.NAME.tmp-*`) are skipped, and
+    so is everything inside `exclude` (the output folder, so a rebuild never reads its own
+    previous output back in).
+    """
     if not paths:
         raise ExpertlmError("no source given: name at least one file or folder")
+    skip = exclude.resolve() if exclude is not None else None
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*") if f.is_file() and kind_of(f) and not f.name.startswith(".")
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and kind_of(f)
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and not (skip is not None and f.resolve().is_relative_to(skip))
             )
             if not found:
                 raise ExpertlmError(f"{p}: folder has no supported files ({', '.join(SUFFIXES)})")
@@ -118,8 +129,24 @@ class Reader:
     `stats["bad_record"]` and skipped (the first few are shown as warnings).
     """
 
-    def __init__(self, cfg: CorpusConfig, stats: Counter, on_bytes: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        cfg: CorpusConfig,
+        stats: Counter,
+        on_bytes: Callable[[int], None],
+        roots: tuple[Path, ...] = (),
+    ) -> None:
         self.cfg, self.stats, self.on_bytes = cfg, stats, on_bytes
+        self.roots = tuple(r.resolve() for r in roots)
+
+    def txt_id(self, path: Path) -> str:
+        """`FOLDER/sub/file.txt` under a source folder, else `file.txt`: the same however the
+        path was written (relative, absolute, `./`), so the split does not depend on it."""
+        full = path.resolve()
+        for root in self.roots:
+            if full.is_relative_to(root):
+                return (Path(root.name) / full.relative_to(root)).as_posix()
+        return path.name
 
     def bad(self, msg: str) -> None:
         if not self.cfg.skip_bad:
@@ -195,6 +222,8 @@ class Reader:
                 if pos != last:
                     self.on_bytes(pos - last)
                     last = pos
+                if lineno == 1:  # a byte-order mark (Excel's CSV export) is not data
+                    line = line.removeprefix(b"\xef\xbb\xbf")
                 try:
                     yield lineno, line.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -213,12 +242,13 @@ class Reader:
             line = data.count(b"\n", 0, e.start) + 1
             self.bad(f"{where(path, line)}: not valid UTF-8 (byte 0x{data[e.start]:02x})")
             return
-        yield RawDoc(text=text, id=str(path), year=None, source=str(path))
+        yield RawDoc(text=text, id=self.txt_id(path), year=None, source=str(path))
 
     def _json(self, path: Path) -> Iterator[RawDoc]:
         # A .json file is one JSON value, so it is parsed whole (use .jsonl for big corpora).
         data = path.read_bytes()
         self.on_bytes(len(data))
+        data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not data
         try:
             value = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError as e:
@@ -259,14 +289,15 @@ class Reader:
                     f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(header)}; choose one with --text-field)"
                 )
             while True:
-                start = numbered.lineno + 1
+                numbered.row_start = None
                 try:
                     row = next(reader)
                 except StopIteration:
                     return
                 except csv.Error as e:
-                    self.bad(f"{where(path, start)}: malformed CSV row ({e})")
+                    self.bad(f"{where(path, numbered.row_start)}: malformed CSV row ({e})")
                     continue
+                start = numbered.row_start
                 if not row:
                     continue
                 src = where(path, start)
@@ -317,12 +348,17 @@ class _LineTracker:
 
     def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
         self._lines, self.lineno = lines, 0
+        self.row_start: int | None = None  # first line read since the caller reset it
 
     def __iter__(self) -> _LineTracker:
         return self
 
     def __next__(self) -> str:
+        # Line numbers come from the source: lines skipped as bad (skip_bad) are not counted
+        # here, so `lineno + 1` would not be where the next row starts.
         self.lineno, line = next(self._lines)
+        if self.row_start is None:
+            self.row_start = self.lineno
         return line
 
 
@@ -331,8 +367,10 @@ def read_sources(
     cfg: CorpusConfig,
     stats: Counter,
     on_bytes: Callable[[int], None] = lambda n: None,
+    roots: tuple[Path, ...] = (),
 ) -> Iterator[RawDoc]:
-    reader = Reader(cfg, stats, on_bytes)
+    """Documents of `files` in order; `roots` are the source folders (they name .txt ids)."""
+    reader = Reader(cfg, stats, on_bytes, roots)
     for path in files:
         yield from reader.read(path)
 
