@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.console import bytes_progress, info
+from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import SPLITS, corpus_files, corpus_hash, iter_texts, split_file
+from expertlm.encode import BatchEncoder
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
-from expertlm.tokenizer import TokenizerHandle, load_handle, load_tokenizer
+from expertlm.tokenizer import load_handle, load_tokenizer
 
 FORMAT = "expertlm.shards/1"
 META = "meta.json"
@@ -121,27 +122,17 @@ def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
 def encode_to_file(
     texts: Iterator[str],
     path: Path,
-    tok: TokenizerHandle,
-    dtype: np.dtype,
+    encoder: BatchEncoder,
     on_docs: Callable[[int, int], None],
 ) -> tuple[int, int]:
     """Encode documents into a flat token file; returns (documents, tokens)."""
     n_docs = n_tokens = 0
     with open(path, "wb") as f:
-        for batch in _prefetch(_batches(texts, BATCH_CHARS)):
-            ids = tok.encode_batch(batch)
-            flat = np.empty(
-                sum(map(len, ids)) + len(ids), dtype=dtype
-            )  # (tokens + one eot per doc,)
-            pos = 0
-            for doc in ids:
-                flat[pos] = tok.eot_id
-                flat[pos + 1 : pos + 1 + len(doc)] = doc
-                pos += 1 + len(doc)
-            flat.astype(dtype.newbyteorder("<"), copy=False).tofile(f)
-            n_docs += len(ids)
+        for flat, docs in encoder.encode(_prefetch(_batches(texts, BATCH_CHARS))):
+            flat.tofile(f)  # (tokens + one eot per doc,) little-endian
+            n_docs += docs
             n_tokens += len(flat)
-            on_docs(len(ids), len(flat))
+            on_docs(docs, len(flat))
     return n_docs, n_tokens
 
 
@@ -197,10 +188,15 @@ def data_prepare(
         info(f"shards: {out} was made from other inputs: rebuilding")
         overwrite = True
 
-    dtype = token_dtype(tok.vocab_size)
+    dtype = token_dtype(tok.vocab_size).newbyteorder("<")
     splits = SPLITS if len(files) > 1 else ("train",)
     counts: dict[str, dict[str, int]] = {}
-    with atomic_dir(out, overwrite) as tmp, bytes_progress("tokens", show_progress) as bar:
+    encoder = BatchEncoder(tok.backend.to_str(), tok.eot_id, dtype)
+    with (
+        atomic_dir(out, overwrite) as tmp,
+        encoder,
+        bytes_progress("tokens", show_progress) as bar,
+    ):
         for split in splits:
             path = split_file(corpus, split)
             task = bar.add_task(f"data prepare {split}", total=path.stat().st_size, count=0)
@@ -209,9 +205,14 @@ def data_prepare(
                 bar.update(task, count=bar.tasks[task].fields["count"] + tokens)
 
             texts = iter_texts(corpus, split, on_bytes=lambda n, task=task: bar.advance(task, n))
-            docs, tokens = encode_to_file(texts, tmp / f"{split}.bin", tok, dtype, on_docs)
+            docs, tokens = encode_to_file(texts, tmp / f"{split}.bin", encoder, on_docs)
             bar.update(task, completed=path.stat().st_size)
             counts[split] = {"docs": docs, "tokens": tokens}
+        if not encoder.exact:
+            warn(
+                "the piece-cache encoder disagreed with the tokenizer on a document and switched "
+                "to the tokenizer's own batch encoder; please report this with the tokenizer used"
+            )
         if counts["train"]["tokens"] == 0:
             raise ExpertlmError(f"{corpus}: the train split has no documents")
         _copy_tokenizer(tokenizer, tmp / "tokenizer")
@@ -226,6 +227,9 @@ def data_prepare(
                 "vocab_size": tok.vocab_size,
                 "eot_id": tok.eot_id,
                 "eot_position": "before each document",
+                "encoder": "piece cache"
+                if encoder.cached and encoder.exact
+                else "tokenizers batch",
                 "tokens": {s: c["tokens"] for s, c in counts.items()},
                 "docs": {s: c["docs"] for s, c in counts.items()},
                 "corpus": str(corpus),
