@@ -10,9 +10,10 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_progress(monkeypatch):
-    """No rich progress bars in test output."""
+def _quiet_offline(monkeypatch):
+    """No rich progress bars in test output, and never the network (hub ids fail at once)."""
     monkeypatch.setenv("EXPERTLM_NO_PROGRESS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def _write_jsonl(path: str | Path, rows) -> Path:

@@ -24,12 +24,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_offline(monkeypatch):
-    monkeypatch.setenv("EXPERTLM_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "EXPERTLM_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(

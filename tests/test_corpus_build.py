@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from expertlm.bench import BRAINBENCH_COLUMNS
 from expertlm.corpus.build import corpus_build
 from expertlm.corpus.clean import clean_text
 from expertlm.corpus.docs import corpus_hash, iter_docs, read_manifest
@@ -73,15 +74,7 @@ def leftovers(parent: Path, name: str) -> list[str]:
 def write_bench(path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "doi",
-                "journal_section",
-                "original_abstract",
-                "incorrect_abstract",
-                "combined_abstract",
-            ]
-        )
+        w.writerow(BRAINBENCH_COLUMNS)
         w.writerow(
             ["10.1/x", "Behavioral", BENCH_ORIGINAL, BENCH_ALTERED, "[[reduced, increased]]"]
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 
+from expertlm.bench import BRAINBENCH_COLUMNS
 from expertlm.corpus.decontam import Decontaminator
 
 ORIGINAL = (
@@ -28,15 +29,7 @@ FILLER_END = "Trailing remarks concern nothing of interest to anyone."
 def write_csv(path, rows):
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "doi",
-                "journal_section",
-                "original_abstract",
-                "incorrect_abstract",
-                "combined_abstract",
-            ]
-        )
+        w.writerow(BRAINBENCH_COLUMNS)
         w.writerows(rows)
     return path
 

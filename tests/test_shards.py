@@ -22,12 +22,6 @@ from expertlm.tokenizer import EOT, tokenizer_train
 SYLLABLES = ["ne", "ur", "on", "syn", "ap", "cor", "tex", "hip", "po", "cam", "do", "pa", "mi"]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_offline(monkeypatch):
-    monkeypatch.setenv("EXPERTLM_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def make_texts(n_docs: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     vocab = sorted({"".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(150)})

@@ -28,12 +28,6 @@ from expertlm.tokenizer import (
 SYLLABLES = ["ne", "ur", "on", "syn", "ap", "cor", "tex", "hip", "po", "cam", "do", "pa", "mi"]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_offline(monkeypatch):
-    monkeypatch.setenv("EXPERTLM_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def make_texts(n_docs: int, seed: int = 0) -> list[str]:
     """Sentences over a seeded, Zipf-weighted vocabulary of made-up words (plus "neuron")."""
     rng = random.Random(seed)
