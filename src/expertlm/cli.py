@@ -230,6 +230,91 @@ def data_prepare_cmd(
     )
 
 
+def _overrides(items: list[str] | None) -> dict:
+    """`key=value` pairs; values parsed as JSON where they can be (4 -> int, 0.1 -> float)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ExpertlmError(f"option --model {item!r}: expected FIELD=VALUE (e.g. n_layer=4)")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    shards: Annotated[Path, typer.Argument(help="Shards folder (from `expertlm data prepare`).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Run folder (a Hugging Face model folder at the end)."),
+    ],
+    preset: Annotated[
+        str, typer.Option(help="gpt2-tiny, gpt2-mini, gpt2-small, gpt2-medium, gpt2-large.")
+    ] = "gpt2-mini",
+    model: Annotated[
+        list[str] | None, typer.Option(help="Override a preset field, FIELD=VALUE (repeatable).")
+    ] = None,
+    init: Annotated[
+        str, typer.Option(help="scratch, or a model folder / hub id to continue pretraining.")
+    ] = "scratch",
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the data order.")] = 0,
+    context: Annotated[
+        int | None, typer.Option(help="Tokens per window (default: the model's maximum).")
+    ] = None,
+    micro_batch: Annotated[int, typer.Option(help="Windows per forward pass per process.")] = 8,
+    batch_tokens: Annotated[
+        int | None, typer.Option(help="Global batch in tokens (gradient accumulation).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens to train on.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (default 1).")] = None,
+    max_time: Annotated[
+        float | None, typer.Option("--max-time", help="Stop after this many seconds.")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Peak learning rate (default 6e-4 scratch, 1e-4 continued)."),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Warm-up steps (default 5% of the run).")
+    ] = None,
+    schedule: Annotated[str, typer.Option(help="cosine or linear decay.")] = "cosine",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = 0.1,
+    grad_clip: Annotated[float, typer.Option(help="Gradient norm clip (0: off).")] = 1.0,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast.")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    val_every_steps: Annotated[int, typer.Option(help="Validation every N steps.")] = 100,
+    log_every_steps: Annotated[int, typer.Option(help="metrics.jsonl row every N steps.")] = 10,
+    ckpt_every_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
+    keep_last: Annotated[int, typer.Option(help="Checkpoints kept.")] = 2,
+    peak_tflops: Annotated[float | None, typer.Option(help="Device peak TFLOP/s for MFU.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")
+    ] = False,
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Train a GPT-2-family model from scratch, or continue pretraining one, on shards."""
+    from expertlm.train import train
+
+    train(
+        shards, out, resume=resume, overwrite=overwrite, show_progress=not no_progress,
+        preset=preset, model=_overrides(model), init=init, seed=seed, context=context,
+        micro_batch=micro_batch, batch_tokens=batch_tokens, max_steps=max_steps,
+        max_tokens=max_tokens, epochs=epochs, max_time_s=max_time, lr=lr,
+        warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay,
+        grad_clip=grad_clip, bf16=bf16, compile=compile_, val_every_steps=val_every_steps,
+        log_every_steps=log_every_steps, ckpt_every_steps=ckpt_every_steps, keep_last=keep_last,
+        peak_tflops=peak_tflops, device=device,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)

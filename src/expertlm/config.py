@@ -122,3 +122,63 @@ class TokenizerConfig(StageConfig):
         if v > 2**32:
             raise ValueError(f"vocab size {v} does not fit in uint32 token files")
         return v
+
+
+class TrainConfig(StageConfig):
+    """Options of `train`."""
+
+    preset: str = "gpt2-mini"
+    """Model preset (gpt2-tiny, gpt2-mini, gpt2-small, gpt2-medium, gpt2-large) for --init scratch."""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of preset fields, e.g. {"n_layer": 4}."""
+    init: str = "scratch"
+    """`scratch` (random, seeded) or a model folder / hub id to continue pretraining."""
+    seed: int = 0
+    """Seed of the initial weights and of the data order."""
+    context: int | None = Field(None, ge=2)
+    """Tokens per training window (default: the model's maximum)."""
+    micro_batch: int = Field(8, ge=1)
+    """Windows per forward pass on each process."""
+    batch_tokens: int | None = Field(None, ge=1)
+    """Global batch in tokens, summed over processes; reached by gradient accumulation
+    (default: one micro batch per process)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps to run (one of max_steps, max_tokens, epochs; default 1 epoch)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Tokens to train on, summed over processes."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training windows."""
+    max_time_s: float | None = Field(None, gt=0)
+    """Stop (with a final checkpoint) after this many seconds."""
+    lr: float | None = Field(None, gt=0)
+    """Peak learning rate (default 6e-4 from scratch, 1e-4 for continued pretraining)."""
+    lr_min_ratio: float = Field(0.1, ge=0, le=1)
+    """The decay's floor as a fraction of the peak."""
+    warmup_steps: int | None = Field(None, ge=0)
+    """Linear warm-up steps (default: 5% of the run, at most 1000)."""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """Decay after warm-up."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay, applied to matrices only (not biases, norms)."""
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this (0: no clipping)."""
+    bf16: bool = False
+    """bf16 autocast (CPU and GPU); weights and optimizer stay fp32."""
+    compile: bool = False
+    """torch.compile the model."""
+    val_every_steps: int = Field(100, ge=1)
+    """Validation loss every N steps (and at the end)."""
+    val_windows: int = Field(64, ge=1)
+    """Fixed validation windows (the first N of val.bin), the same for every evaluation."""
+    log_every_steps: int = Field(10, ge=1)
+    """Write a metrics.jsonl row every N steps."""
+    ckpt_every_steps: int = Field(500, ge=1)
+    """Checkpoint every N steps (and at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints kept (the best by validation loss is kept apart, in best/)."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Peak TFLOP/s of one device, for the MFU estimate."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ... (default: cuda when available)."""

@@ -1,0 +1,67 @@
+"""Rank, world size and device from the torchrun environment; wrapping a model in DDP.
+
+The training loop asks this module and nothing else about processes: one CPU process, one GPU,
+or `torchrun --nproc-per-node N` on many nodes all run the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str | None = None) -> Dist:
+    """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank, dev)
+
+
+def wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    if d.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[d.device.index] if d.device.type == "cuda" else None
+    )
+
+
+def all_mean(value: float, d: Dist) -> float:
+    if d.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device)
+    torch.distributed.all_reduce(t)
+    return t.item() / d.world
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        torch.distributed.barrier()
+
+
+def close(d: Dist) -> None:
+    if d.world > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

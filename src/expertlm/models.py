@@ -1,0 +1,98 @@
+"""GPT-2 family presets; build from scratch or load a pretrained causal LM; size and FLOPs.
+
+Models are plain `transformers` classes with SDPA attention, so every run folder is a Hugging
+Face model folder. Model code never sees ranks or devices beyond `.to()`: parallelism is
+applied from outside (`dist.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from expertlm.errors import ExpertlmError
+
+# n_positions is the context; dropout is 0 as in nanoGPT's pretraining (deterministic resume).
+PRESETS: dict[str, dict[str, int]] = {
+    "gpt2-tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128},
+    "gpt2-mini": {"n_layer": 6, "n_embd": 384, "n_head": 6, "n_positions": 256},
+    "gpt2-small": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024},  # 124M
+    "gpt2-medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16, "n_positions": 1024},  # 355M
+    "gpt2-large": {"n_layer": 36, "n_embd": 1280, "n_head": 20, "n_positions": 1024},  # 774M
+}
+GPT2_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions", "n_inner", "activation_function",
+               "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
+               "tie_word_embeddings")  # fmt: skip
+
+
+def gpt2_config(preset: str, vocab_size: int, eot_id: int, overrides: dict[str, Any] | None = None):
+    """A `GPT2Config` for a preset, any field overridden; the vocabulary comes from the tokenizer."""
+    from transformers import GPT2Config
+
+    if preset not in PRESETS:
+        raise ExpertlmError(f"unknown model preset '{preset}' (presets: {', '.join(PRESETS)})")
+    unknown = sorted(set(overrides or {}) - set(GPT2_FIELDS))
+    if unknown:
+        raise ExpertlmError(
+            f"unknown model field(s) {', '.join(unknown)} (fields: {', '.join(GPT2_FIELDS)})"
+        )
+    fields: dict[str, Any] = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    fields |= PRESETS[preset] | dict(overrides or {})
+    if fields["n_embd"] % fields["n_head"]:
+        raise ExpertlmError(
+            f"n_embd {fields['n_embd']} is not divisible by n_head {fields['n_head']}"
+        )
+    return GPT2Config(vocab_size=vocab_size, bos_token_id=eot_id, eos_token_id=eot_id, **fields)
+
+
+def build_model(config, seed: int = 0):
+    """A randomly initialised GPT-2 (seeded) with SDPA attention."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+
+def load_model(name: str | Path, dtype=None):
+    """Any local causal LM folder (or a hub id where the network is there)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(name)
+    if not path.exists() and (str(name).startswith((".", "/")) or str(name).count("/") > 1):
+        raise ExpertlmError(f"{name}: no such model folder")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(name), dtype=dtype, attn_implementation="sdpa"
+        )
+    except (OSError, ValueError) as e:
+        where = "folder" if path.exists() else "folder, and the hub could not provide it"
+        raise ExpertlmError(
+            f"{name}: not a loadable model {where} ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Total parameters, and without the token and position embeddings (Kaplan et al.'s N)."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = sum(
+        m.weight.numel()
+        for m in (model.get_input_embeddings(), _position_embeddings(model))
+        if m is not None
+    )
+    return {"total": total, "non_embedding": total - emb}
+
+
+def _position_embeddings(model):
+    base = getattr(model, "transformer", None)
+    return getattr(base, "wpe", None)
+
+
+def flops_per_token(model, context: int) -> int:
+    """Training FLOPs per token: 6 N + 12 L d T (PaLM, appendix B), where N counts every weight
+    used in a matmul (the non-embedding parameters plus the output projection to the vocabulary)."""
+    cfg = model.config
+    n_layer = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
+    d_model = getattr(cfg, "hidden_size", None) or cfg.n_embd
+    n = parameter_counts(model)["non_embedding"] + cfg.vocab_size * d_model
+    return int(6 * n + 12 * n_layer * d_model * context)

@@ -1,0 +1,187 @@
+"""train.py: the schedule, the data order, learning, exact resume after SIGKILL, and DDP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from expertlm.config import TrainConfig
+from expertlm.errors import ExpertlmError
+from expertlm.shards import data_prepare, open_tokens
+from expertlm.tokenizer import tokenizer_train
+from expertlm.train import Windows, lr_at, train
+
+TINY = {"preset": "gpt2-tiny", "context": 32, "micro_batch": 4, "lr": 3e-3, "show_progress": False}
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(lr_min_ratio=0.1)
+    assert lr_at(0, cfg, 1.0, warmup=4, total=20) == pytest.approx(0.25)
+    assert lr_at(3, cfg, 1.0, warmup=4, total=20) == pytest.approx(1.0)
+    assert lr_at(4, cfg, 1.0, warmup=4, total=20) == pytest.approx(1.0)
+    assert lr_at(12, cfg, 1.0, warmup=4, total=20) == pytest.approx(
+        0.1 + 0.45 * (1 + math.cos(math.pi / 2))
+    )
+    assert lr_at(20, cfg, 1.0, warmup=4, total=20) == pytest.approx(0.1)
+    lin = TrainConfig(lr_min_ratio=0.0, schedule="linear")
+    assert lr_at(12, lin, 1.0, warmup=4, total=20) == pytest.approx(0.5)
+
+
+def test_windows_cover_every_window_once_per_epoch_in_a_seeded_order():
+    tokens = np.arange(101, dtype=np.uint16)
+    w = Windows(tokens, context=10, seed=3)
+    assert w.count == 10
+    epoch0 = w.batch(0, 10)
+    assert epoch0.shape == (10, 11)
+    assert sorted(int(r[0]) for r in epoch0) == list(range(0, 100, 10))
+    assert torch.equal(epoch0[:, 1:], epoch0[:, :-1] + 1)  # targets are the inputs shifted by one
+    assert torch.equal(Windows(tokens, 10, 3).batch(4, 3), epoch0[4:7])  # position is the state
+    assert not torch.equal(w.batch(10, 10), epoch0)  # a new permutation each epoch
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """Shards of a small repetitive 'literature': learnable in a few dozen steps."""
+    root = tmp_path_factory.mktemp("train")
+    rng = random.Random(0)
+    subjects = ["dopamine", "serotonin", "the hippocampus", "cortical neurons", "the amygdala"]
+    verbs = ["increased", "decreased", "modulated", "enhanced", "impaired"]
+    objects = ["memory", "firing rates", "synaptic plasticity", "fear learning", "attention"]
+    docs = [
+        " ".join(
+            f"{rng.choice(subjects).capitalize()} {rng.choice(verbs)} {rng.choice(objects)}."
+            for _ in range(12)
+        )
+        for _ in range(300)
+    ]
+    (root / "corpus").mkdir()
+    for split, part in (("train", docs[:270]), ("val", docs[270:])):
+        lines = "".join(
+            json.dumps({"id": f"{split}{i}", "text": t}) + "\n" for i, t in enumerate(part)
+        )
+        (root / "corpus" / f"{split}.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+    tok = tokenizer_train(root / "corpus", root / "tok", vocab_size=300, show_progress=False)
+    return data_prepare(root / "corpus", root / "shards", tokenizer=tok, show_progress=False)
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    counts = np.array(list(Counter(tokens.tolist()).values()), dtype=np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def test_training_learns_below_the_unigram_entropy_and_the_run_loads(shards, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = train(
+        shards, tmp_path / "run", **TINY, max_steps=80, val_every_steps=40, ckpt_every_steps=40
+    )
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    final_val = [r["val_loss"] for r in rows if "val_loss" in r][-1]
+    assert final_val < 0.6 * unigram_entropy(np.asarray(open_tokens(shards, "val")))
+    info = json.loads((run / "run.json").read_text())
+    assert info["steps"] == 80 and info["tokens"] == 80 * 4 * 32
+    assert info["flops"] == info["flops_per_token"] * info["tokens"]
+    model = AutoModelForCausalLM.from_pretrained(run)
+    tok = AutoTokenizer.from_pretrained(run)
+    ids = tok("Dopamine", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert out.shape[1] > ids.shape[1]
+    assert (run / "best" / "model.safetensors").is_file()
+    assert len(list((run / "checkpoints").glob("step-*"))) == 2
+
+
+def test_existing_run_and_bad_options_are_refused(shards, tmp_path):
+    train(shards, tmp_path / "run", **TINY, max_steps=2)
+    with pytest.raises(ExpertlmError, match="already exists"):
+        train(shards, tmp_path / "run", **TINY, max_steps=2)
+    with pytest.raises(ExpertlmError, match="no checkpoint"):
+        train(shards, tmp_path / "other", **TINY, max_steps=2, resume=True)
+    with pytest.raises(ExpertlmError, match="preset"):
+        train(shards, tmp_path / "x", **(TINY | {"preset": "gpt5"}), max_steps=2)
+    with pytest.raises(ExpertlmError, match="batch-tokens"):
+        train(shards, tmp_path / "y", **TINY, max_steps=2, batch_tokens=100)
+
+
+def test_continued_pretraining_refuses_a_model_with_a_smaller_vocabulary(shards, tmp_path):
+    from expertlm.models import build_model, gpt2_config
+
+    small = build_model(gpt2_config("gpt2-tiny", vocab_size=50, eot_id=0))
+    small.save_pretrained(tmp_path / "small")
+    with pytest.raises(ExpertlmError, match="vocabulary"):
+        train(shards, tmp_path / "run", **(TINY | {"init": str(tmp_path / "small")}), max_steps=2)
+
+
+SCRIPT = """
+import sys
+from expertlm.train import train
+train(sys.argv[1], sys.argv[2], preset="gpt2-tiny", context=32, micro_batch=16, lr=3e-3,
+      max_steps=60, ckpt_every_steps=10, log_every_steps=1, val_every_steps=1000,
+      show_progress=False, resume=len(sys.argv) > 3)
+"""
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_losses_bit_for_bit(shards, tmp_path):
+    env = dict(os.environ, EXPERTLM_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(shards), str(whole)], check=True, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(shards), str(killed)], env=env)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step-00000020" / "trainer_state" / "state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, (
+            "the run ended before it could be killed"
+        )
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (killed / "run.json").exists()  # it really died mid-way
+
+    subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(shards), str(killed), "resume"], check=True, env=env
+    )
+    a, b = losses(whole), losses(killed)
+    assert sorted(a) == sorted(b) == list(range(1, 61))
+    assert a == b  # exact float equality, every step
+
+
+@pytest.mark.e2e
+def test_two_ddp_processes_give_the_losses_of_one_with_the_same_global_batch(shards, tmp_path):
+    env = dict(os.environ, EXPERTLM_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    common = ["train", str(shards), "--preset", "gpt2-tiny", "--context", "32", "--micro-batch", "4",
+              "--batch-tokens", str(2 * 4 * 32), "--max-steps", "6", "--lr", "3e-3", "--log-every-steps", "1",
+              "--no-progress"]  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "expertlm", *common, "--out", str(tmp_path / "one")],
+        check=True,
+        env=env,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "expertlm", *common, "--out", str(tmp_path / "two")],
+        check=True, env=env,
+    )  # fmt: skip
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-5)
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
