@@ -9,6 +9,7 @@ CPU in float32.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -85,6 +86,62 @@ def val_loss(model, windows: Windows, n: int, micro_batch: int, d: dist.Dist, bf
         count += len(idx)
     model.train(was_training)
     return total / max(count, 1)
+
+
+def train_step(
+    ddp, fwd, optimizer, micro_batches: list[torch.Tensor], cfg: TrainConfig, device
+) -> tuple[float, float]:
+    """One optimizer step over `micro_batches` ((B, T + 1) token windows): forward, loss on the
+    shifted targets, backward (gradients synchronised across processes on the last micro batch
+    only), clip, AdamW. Returns (mean loss, gradient norm before clipping)."""
+    accum, loss_sum = len(micro_batches), 0.0
+    for i, xy in enumerate(micro_batches):
+        xy = xy.to(device)
+        sync = i == accum - 1 or not hasattr(ddp, "no_sync")
+        with (
+            ddp.no_sync() if not sync else contextlib.nullcontext(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
+        ):
+            logits = fwd(input_ids=xy[:, :-1]).logits  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), xy[:, 1:].reshape(-1)
+            )
+            (loss / accum).backward()
+        loss_sum += loss.item()
+    model = getattr(ddp, "module", ddp)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), cfg.grad_clip or float("inf")
+    ).item()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum / accum, grad_norm
+
+
+def train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, context: int, lr: float,
+                         bf16: bool) -> dict:  # fmt: skip
+    """`train_step` (the loop `expertlm train` runs) on sequential fixed-size chunks of `tokens`,
+    as bench/train_throughput.py's reference loop reads them; tokens/s after 2 warm-up steps."""
+    cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
+    device = torch.device("cpu")
+    optimizer = _optimizer(model, cfg, lr, device)
+    model.train()
+    chunk = context + 1
+    n_chunks = (len(tokens) - 1) // context
+    losses, t0 = [], None
+    for step in range(steps):
+        if step == 2:
+            t0 = time.perf_counter()
+        rows = [(step * batch + b) % n_chunks for b in range(batch)]
+        xy = torch.stack(
+            [
+                torch.from_numpy(tokens[r * context : r * context + chunk].astype(np.int64))
+                for r in rows
+            ]
+        )
+        loss, _ = train_step(model, model, optimizer, [xy], cfg, device)
+        losses.append(loss)
+    elapsed = time.perf_counter() - t0 if t0 is not None else float("nan")
+    return {"tokens_per_s": (steps - 2) * batch * context / elapsed, "losses": losses}
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -260,28 +317,17 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         while step < total_steps:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg, lr, warmup, total_steps)
-            loss_sum = 0.0
-            for micro in range(accum):
-                # rank r takes its own slice of each micro step's sequences
-                start = position + micro * seqs_per_micro + d.rank * cfg.micro_batch
-                xy = train_w.batch(start, cfg.micro_batch).to(d.device)  # (B, T + 1)
-                sync = micro == accum - 1 or d.world == 1
-                ctx = ddp.no_sync() if not sync else _null()
-                with ctx, torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    logits = fwd(input_ids=xy[:, :-1]).logits  # (B, T, V)
-                    loss = torch.nn.functional.cross_entropy(
-                        logits.float().reshape(-1, logits.size(-1)), xy[:, 1:].reshape(-1)
-                    )
-                    (loss / accum).backward()
-                loss_sum += loss.item()
+            micro_batches = [
+                # rank r takes its own slice of each micro step's sequences: (B, T + 1)
+                train_w.batch(
+                    position + m * seqs_per_micro + d.rank * cfg.micro_batch, cfg.micro_batch
+                )
+                for m in range(accum)
+            ]
             position += seqs_per_step
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.grad_clip or float("inf")
-            ).item()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            local_loss, grad_norm = train_step(ddp, fwd, optimizer, micro_batches, cfg, d.device)
             step += 1
-            step_loss = dist.all_mean(loss_sum / accum, d)
+            step_loss = dist.all_mean(local_loss, d)
             if not math.isfinite(step_loss):
                 where = (
                     f"the last good checkpoint is {last_ckpt}"
@@ -341,14 +387,6 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         )
     dist.close(d)
     return run
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _publish_final(run: Path, ckpt: Path | None) -> None:
