@@ -7,6 +7,7 @@ Every stage is one function here and one CLI verb with the same arguments:
     tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
     data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
+    train             expertlm train               shards/ -> runs/NAME/
 """
 
 from expertlm.errors import ExpertlmError
@@ -20,6 +21,7 @@ __all__ = [
     "data_prepare",
     "tokenizer_compare",
     "tokenizer_train",
+    "train",
 ]
 
 
@@ -38,4 +40,8 @@ def __getattr__(name: str):
         from expertlm.shards import data_prepare
 
         return data_prepare
+    if name == "train":
+        from expertlm.train import train
+
+        return train
     raise AttributeError(f"module 'expertlm' has no attribute {name!r}")

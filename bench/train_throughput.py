@@ -1,0 +1,242 @@
+"""Benchmark expertlm's training loop against the paper's own style of training loop, on CPU.
+
+Reference (the BrainGPT repos' loop, faithfully): a Hugging Face `GPT2LMHeadModel` fed fixed-size
+chunks of a flat token array (sequential chunks, no packing tricks), called as
+`model(input_ids=x)` without labels, the loss computed from separately shifted logits
+(`logits[..., :-1, :]` against `x[..., 1:]`, `F.cross_entropy`), `loss.backward()`, grad-norm
+clipping at 1.0, a plain `torch.optim.AdamW(lr, weight_decay=0.1)` (torch's defaults, as a
+plain script gets them: not fused) and `zero_grad()`. Its bf16 variant runs the forward and
+the loss under `torch.autocast("cpu", dtype=torch.bfloat16)`, as the HF Trainer does.
+
+Model: a 17M-parameter GPT-2 (vocab 16,000, context 256, 6 layers, 6 heads, width 384, the
+GPT2Config defaults otherwise, dropout 0.1 included), `attn_implementation="sdpa"`, built after
+`torch.manual_seed(0)` so every measurement starts from identical weights (and dropout masks).
+Batch 8 x 256 tokens. Data: no tokenizer is needed, so the tokens are a seeded stream drawn from
+a Zipf distribution truncated to the vocabulary (p(id) ~ 1/(id + 1)^1.1), which gives the
+embedding and softmax the skewed id frequencies of real text; throughput does not depend on the
+token values. Every run (both sides, both dtypes) reads the same chunks in the same order.
+
+Figures: tokens/s over the steps after 2 warm-up steps, the best of 2 rounds that interleave
+the four runs (reference/ours x fp32/bf16), since load from elsewhere on a shared machine only
+slows a run down; MFU = tokens/s x flops/token / the fp32 matmul peak of this machine, measured
+in the same run before and after the training runs (best 0.2 s window of `torch.mm` on 1024^2
+and 2048^2 matrices, all threads); the loss of the last step (the same tokens on every side).
+flops/token = 6 N + 12 n_layer n_embd context (the PaLM / nanoGPT count), where N is the
+parameters that take part in matmuls or elementwise work per token: all parameters except the
+position embeddings, the tied token embedding counted once, as the LM head's matmul.
+
+Targets: ours fp32 >= 1.0x the reference fp32 tokens/s at equal loss (final losses within 2%),
+ours fp32 MFU >= 50%, ours bf16 >= 1.5x ours fp32 tokens/s with its final loss within 2% of
+ours fp32.
+
+Run: python bench/train_throughput.py     (prints one table, then the PASS/FAIL line)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+VOCAB = 16_000
+CONTEXT = 256
+BATCH = 8
+N_LAYER = 6
+N_EMBD = 384
+LR = 6e-4
+WARMUP = 2  # steps left out of the timing (first-call allocations, thread-pool start-up)
+STEPS = 12  # per run, warm-up included: reference ~25 s fp32, ~10 s bf16 on 2 quiet cores
+ROUNDS = 2
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+LOSS_TOL = 0.02
+
+
+def build_model() -> GPT2LMHeadModel:
+    """The benchmark's GPT-2, with identical initial weights on every call."""
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=CONTEXT,
+        n_embd=N_EMBD,
+        n_layer=N_LAYER,
+        n_head=6,
+        bos_token_id=VOCAB - 1,  # GPT-2's default (50256) is outside this vocabulary
+        eos_token_id=VOCAB - 1,
+    )
+    model = GPT2LMHeadModel._from_config(cfg, attn_implementation="sdpa")
+    model.train()
+    torch.manual_seed(0)  # same dropout stream from the first step on
+    return model
+
+
+def flops_per_token(model: GPT2LMHeadModel) -> int:
+    """6 N + 12 L d T, N = parameters less the position embeddings (tied wte counted once)."""
+    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+    return 6 * n + 12 * N_LAYER * N_EMBD * CONTEXT
+
+
+def zipf_tokens(n: int, seed: int = 0) -> np.ndarray:
+    """`n` token ids drawn from a Zipf law (exponent 1.1) truncated to the vocabulary."""
+    p = 1.0 / np.arange(1, VOCAB + 1, dtype=np.float64) ** 1.1
+    rng = np.random.default_rng(seed)
+    return rng.choice(VOCAB, size=n, p=p / p.sum()).astype(np.int64)
+
+
+def measure_peak_gflops(dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """Best `torch.mm` GFLOP/s (2 n^3 per product) on square matrices, default thread count.
+
+    The best of 0.2 s windows, not the mean: on a shared machine a busy neighbour only ever
+    lowers a window's figure, and an underestimated peak would inflate the MFU.
+    """
+    best = 0.0
+    for n in (1024, 2048):
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        for _ in range(3):
+            torch.mm(a, b)
+        for _ in range(int(seconds / 2 / 0.2)):
+            k, t0 = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t0) < 0.2:
+                torch.mm(a, b)
+                k += 1
+            best = max(best, 2 * n**3 * k / elapsed / 1e9)
+    return best
+
+
+def reference_loop(
+    model: GPT2LMHeadModel,
+    data: np.ndarray,
+    steps: int,
+    batch: int,
+    context: int,
+    lr: float,
+    bf16: bool,
+) -> dict:
+    """The paper's style of loop; tokens/s after `WARMUP` steps, and the loss of every step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    tokens = torch.from_numpy(data)
+    step_tokens = batch * context
+    losses: list[float] = []
+    t0 = 0.0
+    for step in range(steps):
+        if step == WARMUP:
+            t0 = time.perf_counter()
+        x = tokens[step * step_tokens : (step + 1) * step_tokens].view(batch, context)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(input_ids=x)
+            shift_logits = outputs.logits[..., :-1, :].contiguous()
+            shift_labels = x[..., 1:].contiguous()
+            loss = F.cross_entropy(
+                shift_logits.view(-1, shift_logits.size(-1)), shift_labels.view(-1)
+            )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    elapsed = time.perf_counter() - t0
+    return {"tokens_per_s": (steps - WARMUP) * step_tokens / elapsed, "losses": losses}
+
+
+def ours(
+    model: GPT2LMHeadModel,
+    data: np.ndarray,
+    steps: int,
+    batch: int,
+    context: int,
+    lr: float,
+    bf16: bool,
+) -> dict | None:
+    """expertlm's loop on the same model and tokens, or None while expertlm.train is missing."""
+    try:
+        from expertlm.train import train_loop_for_bench
+    except ImportError:
+        print("expertlm.train not available yet")
+        return None
+    # Expected signature and contract:
+    #   train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, context: int,
+    #                        lr: float, bf16: bool) -> dict(tokens_per_s=float, losses=list[float])
+    # - `steps` optimizer steps in all; step s trains on the `batch` rows of `context` tokens
+    #   tokens[s*batch*context : (s+1)*batch*context] (as the reference does), so the losses are
+    #   after the same tokens; `losses` has one entry per step (mean next-token loss).
+    # - AdamW(lr, weight_decay=0.1), grad-norm clipping at 1.0, constant lr, same as the reference.
+    # - `tokens_per_s` = batch*context*(steps - 2) / seconds for steps 2.. (2 warm-up steps
+    #   excluded; any compilation must happen in the warm-up or be counted).
+    return train_loop_for_bench(
+        model, data, steps=steps, batch=batch, context=context, lr=lr, bf16=bf16
+    )
+
+
+def main() -> None:
+    t_start = time.perf_counter()
+    peak = {"fp32": measure_peak_gflops(torch.float32), "bf16": measure_peak_gflops(torch.bfloat16)}
+    data = zipf_tokens(STEPS * BATCH * CONTEXT + 1)  # +1: a loop reading context+1 windows
+    model = build_model()
+    fpt = flops_per_token(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    del model
+
+    # Rounds interleave the four runs and each keeps its best round, so that load from elsewhere
+    # on the machine (it only ever slows a run down) lands on both sides alike.
+    runs: dict[str, list[dict]] = {}
+    for _ in range(ROUNDS):
+        for dtype in ("fp32", "bf16"):
+            for name, fn in (("reference", reference_loop), ("ours", ours)):
+                if name == "ours" and runs.get("ours fp32") == []:
+                    continue  # not available: said once already
+                r = fn(build_model(), data, STEPS, BATCH, CONTEXT, LR, dtype == "bf16")
+                runs.setdefault(f"{name} {dtype}", []).extend([r] if r is not None else [])
+    for dtype in ("fp32", "bf16"):  # the peak again, after the runs; the best of both counts
+        peak[dtype] = max(peak[dtype], measure_peak_gflops(getattr(torch, DTYPES[dtype])))
+    best = {
+        name: {"tokens_per_s": max(r["tokens_per_s"] for r in rs), "losses": rs[0]["losses"]}
+        for name, rs in runs.items()
+        if rs
+    }
+
+    print(
+        f"threads {torch.get_num_threads()}, matmul peak fp32 {peak['fp32']:.1f} GFLOP/s, "
+        f"bf16 {peak['bf16']:.1f} GFLOP/s; model {n_params / 1e6:.1f}M params, "
+        f"{fpt / 1e6:.1f} MFLOP/token; {STEPS} steps x {BATCH} x {CONTEXT} tokens, "
+        f"best of {ROUNDS} rounds"
+    )
+    print(
+        f"{'':16s} {'tokens/s':>10s} {'(each round)':>16s} {'MFU (fp32 peak)':>16s} {'final loss':>11s}"
+    )
+    for name, r in best.items():
+        mfu = r["tokens_per_s"] * fpt / (peak["fp32"] * 1e9)
+        each = "/".join(f"{x['tokens_per_s']:.0f}" for x in runs[name])
+        print(
+            f"{name:16s} {r['tokens_per_s']:>10,.0f} {each:>16s} {mfu:>16.1%} {r['losses'][-1]:>11.4f}"
+        )
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+
+    targets = "ours fp32 >=1.0x reference fp32 at loss within 2%, MFU >=50%; ours bf16 >=1.5x ours fp32 at loss within 2%"
+    if "ours fp32" not in best or "ours bf16" not in best:
+        print(f"train_throughput: expertlm.train not available (target {targets}) FAIL")
+        return
+    ref32, o32, o16 = best["reference fp32"], best["ours fp32"], best["ours bf16"]
+    speed = o32["tokens_per_s"] / ref32["tokens_per_s"]
+    mfu = o32["tokens_per_s"] * fpt / (peak["fp32"] * 1e9)
+    bf16_speed = o16["tokens_per_s"] / o32["tokens_per_s"]
+    loss32 = abs(o32["losses"][-1] - ref32["losses"][-1]) / ref32["losses"][-1]
+    loss16 = abs(o16["losses"][-1] - o32["losses"][-1]) / o32["losses"][-1]
+    ok = (
+        speed >= 1.0
+        and loss32 <= LOSS_TOL
+        and mfu >= 0.5
+        and bf16_speed >= 1.5
+        and loss16 <= LOSS_TOL
+    )
+    print(
+        f"train_throughput: ours fp32 {speed:.2f}x reference (loss diff {loss32:.1%}), "
+        f"MFU {mfu:.0%}, bf16 {bf16_speed:.2f}x ours fp32 (loss diff {loss16:.1%}) "
+        f"(target {targets}) {'PASS' if ok else 'FAIL'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
