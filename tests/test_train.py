@@ -185,3 +185,37 @@ def test_two_ddp_processes_give_the_losses_of_one_with_the_same_global_batch(sha
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-5)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
+
+
+def test_continued_pretraining_of_a_llama_style_model(shards, tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from expertlm.shards import read_meta
+
+    cfg = LlamaConfig(vocab_size=read_meta(shards)["vocab_size"], hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    run = train(shards, tmp_path / "run", init=str(tmp_path / "llama"), micro_batch=4, max_steps=3,
+                show_progress=False)  # fmt: skip
+    info = json.loads((run / "run.json").read_text())
+    assert info["context"] == 64 and info["lr"] == 1e-4  # the continued-pretraining default
+    assert AutoModelForCausalLM.from_pretrained(run).config.model_type == "llama"
+
+
+def test_a_nan_loss_stops_with_the_last_good_checkpoint_named(shards, tmp_path, monkeypatch):
+    from expertlm import train as train_mod
+
+    real = train_mod.train_step
+    calls = []
+
+    def flaky(*args, **kwargs):
+        loss, norm = real(*args, **kwargs)
+        calls.append(loss)
+        return (float("nan") if len(calls) == 5 else loss), norm
+
+    monkeypatch.setattr(train_mod, "train_step", flaky)
+    with pytest.raises(ExpertlmError, match=r"loss became nan at step 5.*step-00000004"):
+        train(shards, tmp_path / "run", **TINY, max_steps=10, ckpt_every_steps=2)
+    assert (tmp_path / "run" / "checkpoints" / "step-00000004" / "model.safetensors").is_file()

@@ -241,10 +241,12 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards).to(d.device)
-    context = cfg.context or model.config.n_positions
-    if context > model.config.n_positions:
+    # GPT-2 calls it n_positions; Llama, Mistral, Qwen... max_position_embeddings
+    max_context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    context = cfg.context or max_context
+    if context > max_context:
         raise ExpertlmError(
-            f"option --context {context} exceeds the model's maximum ({model.config.n_positions})"
+            f"option --context {context} exceeds the model's maximum ({max_context})"
         )
     train_w = Windows(open_tokens(shards, "train"), context, cfg.seed)
     val_w = Windows(open_tokens(shards, "val"), context, cfg.seed)
