@@ -219,3 +219,9 @@ def test_a_nan_loss_stops_with_the_last_good_checkpoint_named(shards, tmp_path, 
     with pytest.raises(ExpertlmError, match=r"loss became nan at step 5.*step-00000004"):
         train(shards, tmp_path / "run", **TINY, max_steps=10, ckpt_every_steps=2)
     assert (tmp_path / "run" / "checkpoints" / "step-00000004" / "model.safetensors").is_file()
+
+
+def test_metrics_go_to_tensorboard_when_it_is_installed(shards, tmp_path):
+    pytest.importorskip("tensorboard")
+    run = train(shards, tmp_path / "run", **TINY, max_steps=3, log_every_steps=1)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))

@@ -305,6 +305,7 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     }  # fmt: skip
 
     metrics = open(run / "metrics.jsonl", "a", encoding="utf-8") if d.main else None  # noqa: SIM115
+    board = _tensorboard(run / "tensorboard") if d.main else None
     tokenizer_dir = shards / "tokenizer"
     last_ckpt = ckpt
     t0, tokens_t0 = time.time(), step * batch_tokens
@@ -355,6 +356,10 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                 step % cfg.log_every_steps == 0 or last or "val_loss" in row
             ):
                 metrics.write(json.dumps(row) + "\n")
+                if board is not None:
+                    for key, value in row.items():
+                        if key != "step":
+                            board.add_scalar(key, value, step)
                 metrics.flush()
             bar.update(task, completed=step, stats=f"loss {step_loss:.4f} | {tok_s:,.0f} tok/s")
             if step % cfg.ckpt_every_steps == 0 or last:
@@ -378,6 +383,8 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
 
     if d.main:
         metrics.close()
+        if board is not None:
+            board.close()
         _publish_final(run, last_ckpt)
         wall = wall_before + time.time() - t_start
         write_json(run / "run.json", run_info | {
@@ -389,6 +396,15 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         )
     dist.close(d)
     return run
+
+
+def _tensorboard(logdir: Path):
+    """A TensorBoard writer when the tensorboard package is installed (metrics.jsonl either way)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(logdir))
 
 
 def _publish_final(run: Path, ckpt: Path | None) -> None:
