@@ -225,3 +225,24 @@ def test_metrics_go_to_tensorboard_when_it_is_installed(shards, tmp_path):
     pytest.importorskip("tensorboard")
     run = train(shards, tmp_path / "run", **TINY, max_steps=3, log_every_steps=1)
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_an_empty_validation_split_gives_no_validation_loss(shards, tmp_path):
+    import shutil
+
+    empty = tmp_path / "shards"
+    shutil.copytree(shards, empty)
+    (empty / "val.bin").write_bytes(b"")
+    run = train(empty, tmp_path / "run", **TINY, max_steps=3)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any("val_loss" in r for r in rows)
+    assert not (run / "best").exists()
+
+
+def test_resume_keeps_the_runs_own_options_and_takes_a_new_budget(shards, tmp_path):
+    train(shards, tmp_path / "run", **TINY, max_steps=4, ckpt_every_steps=2, warmup_steps=1)
+    # a bare resume (other lr, preset defaults) with a longer budget
+    train(shards, tmp_path / "run", resume=True, max_steps=6, show_progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["steps"] == 6 and info["lr"] == 3e-3 and info["context"] == 32
+    assert info["config"]["preset"] == "gpt2-tiny" and info["config"]["max_steps"] == 6

@@ -22,7 +22,7 @@ import torch
 
 from expertlm import dist
 from expertlm.config import TrainConfig
-from expertlm.console import console, info, progress_enabled
+from expertlm.console import console, info, progress_enabled, warn
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
 from expertlm.models import build_model, flops_per_token, gpt2_config, load_model, parameter_counts
@@ -238,6 +238,8 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     ckpt = latest_checkpoint(run) if resume else None
     if resume and ckpt is None:
         raise ExpertlmError(f"{run}: no checkpoint to resume from")
+    if ckpt is not None:
+        cfg = _resumed_config(cfg, read_json(ckpt / STATE_DIR / "state.json"))
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards).to(d.device)
@@ -252,6 +254,8 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     val_w = Windows(open_tokens(shards, "val"), context, cfg.seed)
     if train_w.count < 1:
         raise ExpertlmError(f"{shards}: train.bin has fewer than {context + 1} tokens")
+    if val_w.count < 1 and d.main:
+        warn(f"{shards}: val.bin has fewer than {context + 1} tokens: no validation loss, no best/")
 
     seqs_per_micro = cfg.micro_batch * d.world
     batch_tokens = cfg.batch_tokens or seqs_per_micro * context
@@ -348,7 +352,7 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                 cfg.max_time_s is not None and wall_before + time.time() - t_start > cfg.max_time_s
             )
             last = step == total_steps or out_of_time
-            if step % cfg.val_every_steps == 0 or last:
+            if val_w.count > 0 and (step % cfg.val_every_steps == 0 or last):
                 row["val_loss"] = val_loss(
                     model, val_w, cfg.val_windows, cfg.micro_batch, d, cfg.bf16
                 )
@@ -368,7 +372,8 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                         os.fsync(metrics.fileno())
                     val = row.get("val_loss", math.inf)
                     state = {"step": step, "position": position, "best_val": min(best, val),
-                             "wall_s": wall_before + time.time() - t_start}  # fmt: skip
+                             "wall_s": wall_before + time.time() - t_start,
+                             "config": cfg.model_dump(mode="json")}  # fmt: skip
                     last_ckpt = run / CKPT_DIR / f"step-{step:08d}"
                     save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir)
                     if val < best:
@@ -396,6 +401,23 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         )
     dist.close(d)
     return run
+
+
+# What a resumed run may change; everything else (model, data order, optimisation) is the run's.
+RESUME_OVERRIDES = ("max_steps", "max_tokens", "epochs", "max_time_s", "val_every_steps",
+                    "log_every_steps", "ckpt_every_steps", "keep_last", "peak_tflops", "device", "compile")  # fmt: skip
+
+
+def _resumed_config(cfg: TrainConfig, state: dict) -> TrainConfig:
+    """The run's own config, with the budget and logging options of this call where given."""
+    if "config" not in state:
+        return cfg
+    given = {
+        k: v
+        for k, v in cfg.model_dump(mode="json").items()
+        if k in RESUME_OVERRIDES and v is not None
+    }
+    return TrainConfig.from_options(state["config"] | given, source="checkpoint config")
 
 
 def _tensorboard(logdir: Path):
