@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,3 +247,40 @@ def test_resume_keeps_the_runs_own_options_and_takes_a_new_budget(shards, tmp_pa
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["steps"] == 6 and info["lr"] == 3e-3 and info["context"] == 32
     assert info["config"]["preset"] == "gpt2-tiny" and info["config"]["max_steps"] == 6
+
+
+@pytest.mark.e2e
+def test_fsdp_matches_one_process_and_resumes(shards, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    env = dict(os.environ, EXPERTLM_NO_PROGRESS="1", OMP_NUM_THREADS="1")
+    common = ["train", str(shards), "--preset", "gpt2-tiny", "--context", "32", "--micro-batch", "4",
+              "--batch-tokens", str(2 * 4 * 32), "--lr", "3e-3", "--log-every-steps", "1",
+              "--ckpt-every-steps", "3", "--no-progress"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "expertlm",
+    ]
+
+    def run(*args: str) -> None:
+        subprocess.run(list(args), check=True, env=env)
+
+    one, sharded = tmp_path / "one", tmp_path / "fsdp"
+    run(sys.executable, "-m", "expertlm", *common, "--max-steps", "6", "--out", str(one))
+    run(*torchrun, *common, "--fsdp", "--max-steps", "6", "--out", str(sharded))
+    for step, loss in losses(one).items():
+        assert losses(sharded)[step] == pytest.approx(loss, abs=1e-5)
+    # resume from the step-3 checkpoint, as if the run had died after it: the same losses again
+    shutil.rmtree(sharded / "checkpoints" / "step-00000006")
+    run(*torchrun, *common, "--fsdp", "--max-steps", "6", "--resume", "--out", str(sharded))
+    assert sorted(losses(sharded)) == list(range(1, 7))
+    for step, loss in losses(one).items():
+        assert losses(sharded)[step] == pytest.approx(loss, abs=1e-5)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp")
+    assert type(model).__name__ == "GPT2LMHeadModel"

@@ -286,6 +286,9 @@ def train_cmd(
     grad_clip: Annotated[float, typer.Option(help="Gradient norm clip (0: off).")] = 1.0,
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    fsdp: Annotated[
+        bool, typer.Option("--fsdp", help="Shard the model over processes (FSDP2) instead of DDP.")
+    ] = False,
     val_every_steps: Annotated[int, typer.Option(help="Validation every N steps.")] = 100,
     log_every_steps: Annotated[int, typer.Option(help="metrics.jsonl row every N steps.")] = 10,
     ckpt_every_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 500,
@@ -309,7 +312,7 @@ def train_cmd(
         micro_batch=micro_batch, batch_tokens=batch_tokens, max_steps=max_steps,
         max_tokens=max_tokens, epochs=epochs, max_time_s=max_time, lr=lr,
         warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay,
-        grad_clip=grad_clip, bf16=bf16, compile=compile_, val_every_steps=val_every_steps,
+        grad_clip=grad_clip, bf16=bf16, compile=compile_, fsdp=fsdp, val_every_steps=val_every_steps,
         log_every_steps=log_every_steps, ckpt_every_steps=ckpt_every_steps, keep_last=keep_last,
         peak_tflops=peak_tflops, device=device,
     )  # fmt: skip

@@ -168,6 +168,8 @@ class TrainConfig(StageConfig):
     """bf16 autocast (CPU and GPU); weights and optimizer stay fp32."""
     compile: bool = False
     """torch.compile the model."""
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state over processes (FSDP2) instead of DDP."""
     val_every_steps: int = Field(100, ge=1)
     """Validation loss every N steps (and at the end)."""
     val_windows: int = Field(64, ge=1)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from expertlm.errors import ExpertlmError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -39,8 +41,28 @@ def init(device: str | None = None) -> Dist:
     return Dist(rank, world, local_rank, dev)
 
 
-def wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+def transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of a Hugging Face causal LM (GPT-2, Llama/Mistral/Qwen, GPT-NeoX)."""
+    for path in ("transformer.h", "model.layers", "gpt_neox.layers"):
+        node = model
+        for attr in path.split("."):
+            node = getattr(node, attr, None)
+        if isinstance(node, torch.nn.ModuleList):
+            return list(node)
+    raise ExpertlmError(f"--fsdp: cannot find the transformer blocks of {type(model).__name__}")
+
+
+def wrap(model: torch.nn.Module, d: Dist, fsdp: bool = False) -> torch.nn.Module:
+    """DDP (a full copy per device), or with `fsdp` FSDP2: parameters, gradients and optimizer
+    state sharded per transformer block, for models that do not fit one device."""
     if d.world == 1:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in transformer_blocks(model):
+            fully_shard(block)
+        fully_shard(model)  # in place: `model` itself is now sharded
         return model
     from torch.nn.parallel import DistributedDataParallel
 

@@ -109,9 +109,10 @@ def train_step(
             (loss / accum).backward()
         loss_sum += loss.item()
     model = getattr(ddp, "module", ddp)
-    grad_norm = torch.nn.utils.clip_grad_norm_(
-        model.parameters(), cfg.grad_clip or float("inf")
-    ).item()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+    grad_norm = (
+        norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    ).item()  # FSDP: DTensor
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / accum, grad_norm
@@ -123,7 +124,7 @@ def train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, c
     as bench/train_throughput.py's reference loop reads them; tokens/s after 2 warm-up steps."""
     cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
     device = torch.device("cpu")
-    optimizer = _optimizer(model, cfg, lr, device)
+    optimizer = _optimizer(model, cfg, lr)
     model.train()
     chunk = context + 1
     n_chunks = (len(tokens) - 1) // context
@@ -147,14 +148,26 @@ def train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, c
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, model, optimizer, state: dict, tokenizer_dir: Path) -> None:
-    """A Hugging Face model folder plus trainer_state/, written atomically."""
+def save_checkpoint(path: Path, model, optimizer, state: dict, tokenizer_dir: Path, d: dist.Dist,
+                    arch: str) -> None:  # fmt: skip
+    """A Hugging Face model folder plus trainer_state/, written atomically by rank 0. Every rank
+    must call it: the full state dicts are gathered from the shards (FSDP) or copied (DDP)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=full)  # keyed by parameter name
+    if not d.main:
+        return
     with atomic_dir(path, overwrite=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=model_sd, safe_serialization=True)
+        config = read_json(tmp / "config.json")
+        write_json(
+            tmp / "config.json", config | {"architectures": [arch]}
+        )  # FSDP renames the class
         for f in tokenizer_dir.iterdir():
             shutil.copy2(f, tmp / f.name)
         (tmp / STATE_DIR).mkdir()
-        torch.save(optimizer.state_dict(), tmp / STATE_DIR / "optimizer.pt")
+        torch.save(optim_sd, tmp / STATE_DIR / "optimizer.pt")
         # The data order comes from seeded generators and `position`; torch's RNG is the only
         # other random state a step can touch (dropout, when a user turns it on).
         rng = {"torch": torch.get_rng_state()}
@@ -171,12 +184,17 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
+    """Restore weights, optimizer and RNG state into a (possibly wrapped or sharded) model."""
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    if model.config.tie_word_embeddings:
-        model.tie_weights()
-    optimizer.load_state_dict(torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=load_file(path / "model.safetensors"),  # a tied lm_head is not saved
+        optim_state_dict=torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True),
+        options=StateDictOptions(full_state_dict=True, strict=False),
+    )
     rng = torch.load(path / STATE_DIR / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
@@ -192,14 +210,15 @@ def _prune(run: Path, keep: int) -> None:
 # --- the stage -------------------------------------------------------------------------------
 
 
-def _optimizer(model, cfg: TrainConfig, lr: float, device: torch.device):
+def _optimizer(model, cfg: TrainConfig, lr: float):
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    # fused: one kernel per step where the build has it; sharded (DTensor) parameters use foreach
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=not cfg.fsdp)
 
 
 def _model(cfg: TrainConfig, meta: dict, shards: Path):
@@ -276,7 +295,10 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(1000, total_steps // 20)
     fpt = flops_per_token(model, context)
 
-    optimizer = _optimizer(model, cfg, lr, d.device)
+    arch = type(model).__name__
+    ddp = dist.wrap(model, d, fsdp=cfg.fsdp)  # before the optimizer: FSDP replaces parameters
+    fwd = torch.compile(ddp) if cfg.compile else ddp
+    optimizer = _optimizer(model, cfg, lr)
     step, position, best, wall_before = 0, 0, math.inf, 0.0
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer)
@@ -294,8 +316,6 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
             shutil.rmtree(run)
         run.mkdir(parents=True)
     dist.barrier(d)
-    ddp = dist.wrap(model, d)
-    fwd = torch.compile(ddp) if cfg.compile else ddp
     counts = parameter_counts(model)
     if d.main and ckpt is None:
         info(f"model: {counts['total']:,} parameters ({counts['non_embedding']:,} without embeddings), "
@@ -367,21 +387,21 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                 metrics.flush()
             bar.update(task, completed=step, stats=f"loss {step_loss:.4f} | {tok_s:,.0f} tok/s")
             if step % cfg.ckpt_every_steps == 0 or last:
+                if metrics is not None:
+                    os.fsync(metrics.fileno())
+                val = row.get("val_loss", math.inf)
+                state = {"step": step, "position": position, "best_val": min(best, val),
+                         "wall_s": wall_before + time.time() - t_start,
+                         "config": cfg.model_dump(mode="json")}  # fmt: skip
+                last_ckpt = run / CKPT_DIR / f"step-{step:08d}"
+                save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir, d, arch)
                 if d.main:
-                    if metrics is not None:
-                        os.fsync(metrics.fileno())
-                    val = row.get("val_loss", math.inf)
-                    state = {"step": step, "position": position, "best_val": min(best, val),
-                             "wall_s": wall_before + time.time() - t_start,
-                             "config": cfg.model_dump(mode="json")}  # fmt: skip
-                    last_ckpt = run / CKPT_DIR / f"step-{step:08d}"
-                    save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir)
                     if val < best:
                         shutil.copytree(last_ckpt, run / "best.tmp", dirs_exist_ok=True)
                         shutil.rmtree(run / "best", ignore_errors=True)
                         os.replace(run / "best.tmp", run / "best")
-                    best = min(best, val)
                     _prune(run, cfg.keep_last)
+                best = min(best, val)
                 dist.barrier(d)
             if out_of_time:
                 break
