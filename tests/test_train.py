@@ -284,3 +284,12 @@ def test_fsdp_matches_one_process_and_resumes(shards, tmp_path):
         assert losses(sharded)[step] == pytest.approx(loss, abs=1e-5)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp")
     assert type(model).__name__ == "GPT2LMHeadModel"
+
+
+def test_bf16_autocast_trains_and_saves_fp32_weights(shards, tmp_path):
+    from safetensors.torch import load_file
+
+    run = train(shards, tmp_path / "run", **TINY, max_steps=3, bf16=True, log_every_steps=1)
+    assert all(math.isfinite(v) for v in losses(run).values())
+    weights = load_file(run / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float32}
