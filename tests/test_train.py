@@ -251,11 +251,12 @@ def test_resume_keeps_the_runs_own_options_and_takes_a_new_budget(shards, tmp_pa
 
 @pytest.mark.e2e
 def test_fsdp_matches_one_process_and_resumes(shards, tmp_path):
+    # 2 micro batches per step on each of 2 processes, 4 on one: accumulation is exercised too
     from transformers import AutoModelForCausalLM
 
     env = dict(os.environ, EXPERTLM_NO_PROGRESS="1", OMP_NUM_THREADS="1")
     common = ["train", str(shards), "--preset", "gpt2-tiny", "--context", "32", "--micro-batch", "4",
-              "--batch-tokens", str(2 * 4 * 32), "--lr", "3e-3", "--log-every-steps", "1",
+              "--batch-tokens", str(2 * 2 * 4 * 32), "--lr", "3e-3", "--log-every-steps", "1",
               "--ckpt-every-steps", "3", "--no-progress"]  # fmt: skip
     torchrun = [
         sys.executable,

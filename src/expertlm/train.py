@@ -97,9 +97,14 @@ def train_step(
     accum, loss_sum = len(micro_batches), 0.0
     for i, xy in enumerate(micro_batches):
         xy = xy.to(device)
-        sync = i == accum - 1 or not hasattr(ddp, "no_sync")
+        # gradients are reduced across processes on the last micro batch only
+        last = i == accum - 1
+        if hasattr(ddp, "set_requires_gradient_sync"):  # FSDP2
+            ddp.set_requires_gradient_sync(last)
         with (
-            ddp.no_sync() if not sync else contextlib.nullcontext(),
+            ddp.no_sync()
+            if not last and hasattr(ddp, "no_sync")
+            else contextlib.nullcontext(),  # DDP
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
         ):
             logits = fwd(input_ids=xy[:, :-1]).logits  # (B, T, V)
