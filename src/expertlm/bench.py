@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import numbered_lines, open_binary
+from expertlm.io import read_lines
 
 BRAINBENCH_COLUMNS = (
     "doi",
@@ -89,25 +89,24 @@ def _read_csv(path: Path) -> list[BenchItem]:
 
 def _read_jsonl(path: Path) -> list[BenchItem]:
     items = []
-    with open_binary(path) as f:
-        for lineno, line in numbered_lines(f, path):
-            if not line.strip():
-                continue
-            src = where(path, lineno)
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ExpertlmError(f"{src}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise ExpertlmError(f"{src}: expected a JSON object")
-            missing = [k for k in ("original", "altered") if not isinstance(obj.get(k), str)]
-            if missing:
-                raise ExpertlmError(f"{src}: missing text field(s) {', '.join(missing)}")
-            item = BenchItem(
-                id=str(obj.get("id") or f"line{lineno}"),
-                section=str(obj.get("section") or ""),
-                original=obj["original"],
-                altered=obj["altered"],
-            )
-            items.append(_check(item, src))
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        src = where(path, lineno)
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ExpertlmError(f"{src}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ExpertlmError(f"{src}: expected a JSON object")
+        missing = [k for k in ("original", "altered") if not isinstance(obj.get(k), str)]
+        if missing:
+            raise ExpertlmError(f"{src}: missing text field(s) {', '.join(missing)}")
+        item = BenchItem(
+            id=str(obj.get("id") or f"line{lineno}"),
+            section=str(obj.get("section") or ""),
+            original=obj["original"],
+            altered=obj["altered"],
+        )
+        items.append(_check(item, src))
     return items

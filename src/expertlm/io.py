@@ -103,14 +103,6 @@ def read_json(path: str | os.PathLike) -> Any:
 # --- JSON Lines ------------------------------------------------------------------------------
 
 
-def open_binary(path: str | os.PathLike) -> BinaryIO:
-    """Open a file for reading bytes, transparently decompressing `.gz`."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
-
-
 class JsonlWriter:
     """Append JSON objects, one per line, to a `.jsonl` or `.jsonl.gz` file."""
 
@@ -141,40 +133,42 @@ class JsonlWriter:
         self.close()
 
 
-def numbered_lines(stream: Iterable[bytes], path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """`(line number, line)` of a byte stream; a truncated or corrupt .gz is an error naming
-    the file instead of a traceback from gzip/zlib."""
-    try:
-        yield from enumerate(stream, 1)
-    except (OSError, EOFError, zlib.error) as e:
-        raise ExpertlmError(f"{path}: cannot be read or decompressed ({e})") from None
+def read_lines(
+    path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """`(line number, raw line)` of a file, gunzipping `.gz`; the one place files are read line
+    by line. `on_bytes(n)` is told how many bytes of the file (compressed, for .gz) each line
+    consumed, which is what a progress bar over file sizes needs. A truncated or corrupt .gz is
+    an error naming the file instead of a traceback from gzip/zlib."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        gz = path.name.lower().endswith(".gz")
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if gz else raw  # type: ignore[assignment]
+        last = 0
+        try:
+            for lineno, line in enumerate(stream, 1):
+                if on_bytes is not None and (pos := raw.tell()) != last:
+                    on_bytes(pos - last)
+                    last = pos
+                yield lineno, line
+        except (OSError, EOFError, zlib.error) as e:
+            raise ExpertlmError(f"{path}: cannot be decompressed ({e})") from None
 
 
 def iter_jsonl(
     path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
 ) -> Iterator[dict]:
-    """Read a JSON Lines file this tool wrote; a bad line is an error naming file and line.
-
-    `on_bytes(n)` is told how many bytes of the file (compressed, for .gz) each line consumed,
-    which is what a progress bar over the file size needs.
-    """
-    path = Path(path)
-    with open(path, "rb") as raw:
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw  # type: ignore[assignment]
-        last = 0
-        for lineno, line in numbered_lines(stream, path):
-            if on_bytes is not None and (pos := raw.tell()) != last:
-                on_bytes(pos - last)
-                last = pos
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ExpertlmError(f"{where(path, lineno)}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise ExpertlmError(f"{where(path, lineno)}: expected a JSON object")
-            yield obj
+    """Read a JSON Lines file this tool wrote; a bad line is an error naming file and line."""
+    for lineno, line in read_lines(path, on_bytes):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ExpertlmError(f"{where(path, lineno)}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ExpertlmError(f"{where(path, lineno)}: expected a JSON object")
+        yield obj
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from expertlm.config import TokenizerConfig
 from expertlm.console import count_progress, info, progress_enabled, warn
 from expertlm.corpus.docs import corpus_hash, iter_texts, read_manifest, split_file
+from expertlm.encode import plain_encode
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
     atomic_dir,
@@ -137,8 +138,7 @@ class TokenizerHandle:
     hash: str
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        fast = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)  # no offsets
-        return [e.ids for e in fast(texts, add_special_tokens=False)]
+        return plain_encode(self.backend, texts)
 
 
 def _looks_like_hub_id(name: str) -> bool:

@@ -11,16 +11,16 @@ import csv
 import json
 import re
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from expertlm.config import CorpusConfig
 from expertlm.console import warn
 from expertlm.errors import ExpertlmError, where
+from expertlm.io import read_lines
 
 SUFFIXES = (
     ".txt",
@@ -190,48 +190,33 @@ class Reader:
             extra=extra,
         )
 
-    def _raw(self, path: Path) -> BinaryIO:
-        # The compressed position drives the progress bar (file sizes are what we know up front).
-        return open(path, "rb")
-
     def _jsonl(self, path: Path) -> Iterator[RawDoc]:
-        with self._raw(path) as raw:
-            for lineno, line in self._lines_from(path, raw):
-                if not line.strip():
-                    continue
-                src = where(path, lineno)
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    self.bad(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
-                    continue
-                if not isinstance(record, dict):
-                    self.bad(f"{src}: expected a JSON object, got {type(record).__name__}")
-                    continue
-                if (doc := self._doc(record, src)) is not None:
-                    yield doc
+        for lineno, line in self._lines(path):
+            if not line.strip():
+                continue
+            src = where(path, lineno)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                self.bad(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(record, dict):
+                self.bad(f"{src}: expected a JSON object, got {type(record).__name__}")
+                continue
+            if (doc := self._doc(record, src)) is not None:
+                yield doc
 
-    def _lines_from(self, path: Path, raw: BinaryIO) -> Iterator[tuple[int, str]]:
-        import gzip
-
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if path.name.lower().endswith(".gz") else raw  # type: ignore[assignment]
-        last = 0
-        try:
-            for lineno, line in enumerate(stream, 1):
-                pos = raw.tell()
-                if pos != last:
-                    self.on_bytes(pos - last)
-                    last = pos
-                if lineno == 1:  # a byte-order mark (Excel's CSV export) is not data
-                    line = line.removeprefix(b"\xef\xbb\xbf")
-                try:
-                    yield lineno, line.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    self.bad(
-                        f"{where(path, lineno)}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
-                    )
-        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip
-            raise ExpertlmError(f"{path}: cannot be decompressed ({e})") from None
+    def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
+        """Decoded lines; bytes that are not UTF-8 make a bad record."""
+        for lineno, line in read_lines(path, self.on_bytes):
+            if lineno == 1:  # a byte-order mark (Excel's CSV export) is not data
+                line = line.removeprefix(b"\xef\xbb\xbf")
+            try:
+                yield lineno, line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                self.bad(
+                    f"{where(path, lineno)}: not valid UTF-8 (byte 0x{line[e.start]:02x} at column {e.start + 1})"
+                )
 
     def _txt(self, path: Path) -> Iterator[RawDoc]:
         data = path.read_bytes()
@@ -272,40 +257,38 @@ class Reader:
     def _csv(self, path: Path) -> Iterator[RawDoc]:
         csv.field_size_limit(sys.maxsize)  # full texts exceed the 128 KiB default
         delimiter = "\t" if kind_of(path) == "tsv" else ","
-        with self._raw(path) as raw:
-            lines = self._lines_from(path, raw)
-            numbered = _LineTracker(lines)
-            reader = csv.reader(numbered, delimiter=delimiter)
+        numbered = _LineTracker(self._lines(path))
+        reader = csv.reader(numbered, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ExpertlmError(
+                f"{where(path, numbered.lineno)}: malformed CSV header ({e})"
+            ) from None
+        if self.cfg.text_field not in header:
+            raise ExpertlmError(
+                f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(header)}; choose one with --text-field)"
+            )
+        while True:
+            numbered.row_start = None
             try:
-                header = next(reader)
+                row = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                raise ExpertlmError(
-                    f"{where(path, numbered.lineno)}: malformed CSV header ({e})"
-                ) from None
-            if self.cfg.text_field not in header:
-                raise ExpertlmError(
-                    f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(header)}; choose one with --text-field)"
-                )
-            while True:
-                numbered.row_start = None
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as e:
-                    self.bad(f"{where(path, numbered.row_start)}: malformed CSV row ({e})")
-                    continue
-                start = numbered.row_start
-                if not row:
-                    continue
-                src = where(path, start)
-                if len(row) != len(header):
-                    self.bad(f"{src}: {len(row)} fields, the header has {len(header)}")
-                    continue
-                if (doc := self._doc(dict(zip(header, row, strict=False)), src)) is not None:
-                    yield doc
+                self.bad(f"{where(path, numbered.row_start)}: malformed CSV row ({e})")
+                continue
+            start = numbered.row_start
+            if not row:
+                continue
+            src = where(path, start)
+            if len(row) != len(header):
+                self.bad(f"{src}: {len(row)} fields, the header has {len(header)}")
+                continue
+            if (doc := self._doc(dict(zip(header, row, strict=False)), src)) is not None:
+                yield doc
 
     def _parquet(self, path: Path) -> Iterator[RawDoc]:
         try:
