@@ -163,3 +163,178 @@ def test_csv_fields_may_hold_unicode_line_separators(tmp_path):
         encoding="utf-8",
     )
     assert read_benchmark(p) == items
+
+
+# --- markers, repair, templates, isolated sentences -----------------------------------------
+
+from expertlm.bench import (  # noqa: E402
+    TEMPLATES,
+    MarkerError,
+    apply_template,
+    derive_versions,
+    isolated_items,
+    load_benchmark,
+    parse_markers,
+    resolve_template,
+    split_sentences,
+)
+
+
+def marked_csv(path, rows):
+    """rows: (doi, original, altered, combined)"""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(BRAINBENCH_COLUMNS)
+    for doi, o, a, c in rows:
+        w.writerow([doi, "Systems/Circuits", o, a, c])
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+GOOD = (
+    "10.1/good",
+    "Firing increased in mice.",
+    "Firing decreased in mice.",
+    "Firing [[increased, decreased]] in mice.",
+)
+# the published mistake: a comma inside an alternative, columns made by a naive split on ","
+NAIVE = (
+    "10.1/naive",
+    "Lesions impaired memory.",
+    "Lesions  memory.",
+    "Lesions [[impaired, spared, enhanced]] memory.",
+)
+# ambiguous markers, but the columns pick exactly one reading
+RESOLVED = (
+    "10.1/resolved",
+    "Cells were fast, strong and small.",
+    "Cells were slow, weak and small.",
+    "Cells were [[fast, strong, slow, weak]] and small.",
+)
+MALFORMED = ("10.1/malformed", "Rates rose.", "Rates fell.", "Rates [[rose, fell.")
+NO_COMMA = ("10.1/nocomma", "Rates rose.", "Rates fell.", "Rates [[rose fell]].")
+MISMATCH = (
+    "10.1/mismatch",
+    "Spikes increased.",
+    "Spikes decreased!",
+    "Spikes [[increased, decreased]].",
+)
+
+
+def test_parse_markers_readings_and_errors():
+    assert parse_markers("a [[x, y]] b") == ["a ", (("x", "y"),), " b"]
+    assert derive_versions("A [[up, down]] and [[more, less]].") == (
+        "A up and more.",
+        "A down and less.",
+    )
+    assert len(parse_markers("[[a, b, c, d]]")[1]) == 3  # three places to split
+    with pytest.raises(MarkerError, match="not closed"):
+        parse_markers("a [[x, y b")
+    with pytest.raises(MarkerError, match="not closed"):
+        parse_markers("a [[x, [[y, z]] b")
+    with pytest.raises(MarkerError, match="without"):
+        parse_markers("a x, y]] b")
+    with pytest.raises(MarkerError, match="no comma"):
+        parse_markers("a [[x]] b")
+    with pytest.raises(MarkerError, match="comma inside"):
+        derive_versions("[[a, b, c]]")
+
+
+def test_default_uses_the_columns_and_reports_each_bad_row(tmp_path):
+    p = marked_csv(tmp_path / "bb.csv", [GOOD, NAIVE, RESOLVED, MALFORMED, NO_COMMA, MISMATCH])
+    b = load_benchmark(p)
+    assert [i.id for i in b.items] == [
+        "10.1/good",
+        "10.1/naive",
+        "10.1/resolved",
+        "10.1/malformed",
+        "10.1/nocomma",
+        "10.1/mismatch",
+    ]
+    assert b.items[1].altered == "Lesions  memory."  # the columns, as published
+    found = {(pr.row, pr.kind) for pr in b.problems}
+    assert found == {
+        (2, "ambiguous"),
+        (3, "ambiguous"),
+        (4, "malformed"),
+        (5, "malformed"),
+        (6, "mismatch"),
+    }
+    naive = next(pr for pr in b.problems if pr.row == 2)
+    assert "match none of 2 readings" in naive.detail and naive.message().startswith(
+        f"{p}:3: row 2 (10.1/naive)"
+    )
+    assert b.report()["marker_problems"] == {"malformed": 2, "ambiguous": 2, "mismatch": 1}
+    assert b.checked == 6 and b.repaired == 0 and b.dropped == 0
+
+
+def test_repair_rederives_where_unambiguous_and_drops_the_rest(tmp_path):
+    p = marked_csv(tmp_path / "bb.csv", [GOOD, NAIVE, RESOLVED, MALFORMED, NO_COMMA, MISMATCH])
+    b = load_benchmark(p, repair=True)
+    assert [i.id for i in b.items] == ["10.1/good", "10.1/resolved", "10.1/mismatch"]
+    assert b.items[2].altered == "Spikes decreased."  # re-derived from the markers
+    assert b.items[1].original == RESOLVED[1]  # the columns' reading, the only consistent one
+    assert (b.repaired, b.dropped) == (1, 3)
+    actions = {pr.row: pr.action for pr in b.problems}
+    assert actions[2] == actions[4] == actions[5] == "dropped"
+    assert actions[6] == "repaired from the markers"
+
+
+def test_repair_of_identical_versions_is_an_error_naming_the_row(tmp_path):
+    p = marked_csv(tmp_path / "bb.csv", [GOOD, ("10.1/same", "Up.", "Down.", "[[Up., Up.]]")])
+    with pytest.raises(ExpertlmError, match=r"bb.csv:3: row 2 \(10.1/same\): identical"):
+        load_benchmark(p, repair=True)
+    with pytest.raises(ExpertlmError, match="no items"):
+        load_benchmark(marked_csv(tmp_path / "bad.csv", [MALFORMED]), repair=True)
+
+
+def test_templates():
+    assert resolve_template("none") == "{abstract}"
+    assert resolve_template("neuro").startswith("You are a neuroscientist with deep knowledge")
+    assert resolve_template("Abstract: {abstract}\n") == "Abstract: {abstract}\n"
+    for bad in ("no placeholder", "{abstract} and {abstract}"):
+        with pytest.raises(ExpertlmError, match="--template"):
+            resolve_template(bad)
+    text, start = apply_template(TEMPLATES["neuro"], "Mice slept.")
+    assert text.endswith("publication: Mice slept.") and text[start:] == "Mice slept."
+    # the whole prompt is stripped, as published
+    assert apply_template("  {abstract}  ", " x ") == ("x", 0)
+    assert apply_template("Q: {abstract}", "{not a field}") == ("Q: {not a field}", 3)
+
+
+def test_split_sentences_keeps_abbreviations_and_initials():
+    text = (
+        "Smith et al. found it (Fig. 2). A. B. Jones, e.g. in rats, agreed. Then 5 mice died! Why?"
+    )
+    assert split_sentences(text) == [
+        "Smith et al. found it (Fig. 2).",
+        "A. B. Jones, e.g. in rats, agreed.",
+        "Then 5 mice died!",
+        "Why?",
+    ]
+
+
+def test_isolated_sentences_from_markers_and_from_a_diff():
+    combined = "We studied mice. Knockout [[increased, decreased]] firing. Fig. 2 shows it. Lesions [[impaired, enhanced]] memory."
+    o, a = derive_versions(combined)
+    from_markers = isolated_items([BenchItem("x", "S", o, a, combined)])
+    assert [(i.id, i.parent, i.original, i.altered) for i in from_markers] == [
+        ("x#s1", "x", "Knockout increased firing.", "Knockout decreased firing."),
+        ("x#s2", "x", "Lesions impaired memory.", "Lesions enhanced memory."),
+    ]
+    from_diff = isolated_items([BenchItem("x", "S", o, a)])  # JSONL: no markers
+    assert [(i.original, i.altered) for i in from_diff] == [
+        (i.original, i.altered) for i in from_markers
+    ]
+    # a change whose alternatives hold ". " stays in one sentence; a diff finds two changes
+    combined = "It [[rose. Then fell, fell. Then rose]]. End."
+    o, a = derive_versions(combined)
+    tricky = isolated_items([BenchItem("y", "S", o, a, combined)])
+    assert [(i.original, i.altered) for i in tricky] == [
+        ("It rose. Then fell.", "It fell. Then rose.")
+    ]
+    split = isolated_items([BenchItem("y", "S", o, a)])
+    assert [(i.original, i.altered) for i in split] == [
+        ("It rose.", "It fell."),
+        ("Then fell.", "Then rose."),
+    ]

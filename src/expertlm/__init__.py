@@ -8,6 +8,10 @@ Every stage is one function here and one CLI verb with the same arguments:
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
     data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
     train             expertlm train               shards/ -> runs/NAME/
+    eval_bench        expertlm eval bench          model x benchmark -> results/NAME/
+    eval_ppl          expertlm eval ppl            model x corpus -> results/NAME/ppl.json
+    eval_compare      expertlm eval compare        results A x results B -> paired test
+    eval_humans       expertlm eval humans         participant data -> results/NAME/
 """
 
 from expertlm.errors import ExpertlmError
@@ -19,6 +23,10 @@ __all__ = [
     "__version__",
     "corpus_build",
     "data_prepare",
+    "eval_bench",
+    "eval_compare",
+    "eval_humans",
+    "eval_ppl",
     "tokenizer_compare",
     "tokenizer_train",
     "train",
@@ -40,6 +48,10 @@ def __getattr__(name: str):
         from expertlm.shards import data_prepare
 
         return data_prepare
+    if name in ("eval_bench", "eval_compare", "eval_humans", "eval_ppl"):
+        from expertlm import evaluate
+
+        return getattr(evaluate, name)
     if name == "train":
         from expertlm.train import train
 

@@ -1,20 +1,31 @@
-"""Benchmark formats: the BrainBench CSV as published, and the JSONL form.
+"""Benchmark formats: the BrainBench CSV as published, and the JSONL form; prompt templates;
+the `[[original, altered]]` markers; isolated-sentence items.
 
-Each item is one abstract in two versions, the original result and an altered one. This module
-reads both formats into `BenchItem`s; scoring and statistics build on it.
+Each item is one abstract in two versions, the original result and an altered one. The BrainBench
+CSV carries both versions twice: as full texts (`original_abstract`, `incorrect_abstract`) and as
+one text with every change marked (`combined_abstract`, `... [[increased, decreased]] ...`). The
+full-text columns are used by default (they reproduce the published numbers), and every row's
+markers are checked against them: a marker can be malformed (unbalanced brackets, no comma) or
+ambiguous (a comma inside an alternative: `[[fast, strong, slow, weak]]` splits at three places),
+and the published columns may carry the mistake of a naive split on ",". `load_benchmark` reports
+each such row by number; `repair=True` re-derives both versions from the markers where that can be
+done unambiguously and drops the rest.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
+import itertools
 import json
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import read_lines
+from expertlm.io import read_lines, sha256_file
 
 BRAINBENCH_COLUMNS = (
     "doi",
@@ -25,6 +36,16 @@ BRAINBENCH_COLUMNS = (
 )
 JSONL_FIELDS = ("id", "section", "original", "altered")
 
+# The prompt of the published evaluation (Luo et al. 2024), and no prompt at all.
+TEMPLATES = {
+    "none": "{abstract}",
+    "neuro": "You are a neuroscientist with deep knowledge in neuroscience. "
+    "Here is an abstract from a neuroscience publication: {abstract}",
+}
+# More alternatives than this in one row's ambiguous markers are not searched for a reading
+# that matches the full-text columns (the row is reported as ambiguous and unresolved).
+MAX_READINGS = 256
+
 
 @dataclass(frozen=True)
 class BenchItem:
@@ -32,34 +53,109 @@ class BenchItem:
     section: str
     original: str
     altered: str
+    # The text with every change marked `[[original, altered]]` ("" when the file has none).
+    combined: str = field(default="", compare=False)
+    row: int = field(default=0, compare=False)  # 1-based CSV data row or JSONL line
+    parent: str = field(default="", compare=False)  # isolated sentences: the abstract's id
 
 
-def read_benchmark(path: str | Path) -> list[BenchItem]:
-    """Read a BrainBench CSV (`.csv`) or benchmark JSONL (`.jsonl`, `.jsonl.gz`)."""
+@dataclass(frozen=True)
+class MarkerProblem:
+    """A row whose markers are malformed, ambiguous, or disagree with its full-text columns."""
+
+    row: int
+    where: str  # file:line
+    id: str
+    kind: str  # "malformed" | "ambiguous" | "mismatch"
+    detail: str
+    action: str = "kept (full-text columns used)"
+
+    def message(self) -> str:
+        return f"{self.where}: row {self.row} ({self.id}): {self.kind} marker: {self.detail}; {self.action}"
+
+
+@dataclass
+class Benchmark:
+    """A benchmark file read and checked: the items to score and what the check found."""
+
+    path: Path
+    items: list[BenchItem]
+    problems: list[MarkerProblem]
+    rows: int  # rows read
+    checked: int  # rows whose markers were checked
+    repaired: int = 0  # rows re-derived from their markers (differing from the columns)
+    dropped: int = 0  # rows dropped by --repair (markers unusable)
+    repair: bool = False
+    sha256: str = ""
+
+    def report(self) -> dict:
+        kinds = {
+            k: sum(p.kind == k for p in self.problems)
+            for k in ("malformed", "ambiguous", "mismatch")
+        }
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "items": len(self.items),
+            "markers_checked": self.checked,
+            "marker_problems": kinds,
+            "repair": self.repair,
+            "repaired": self.repaired,
+            "dropped": self.dropped,
+            "problem_rows": [
+                {"row": p.row, "id": p.id, "kind": p.kind, "detail": p.detail, "action": p.action}
+                for p in self.problems
+            ],
+        }
+
+
+def read_benchmark(path: str | Path, repair: bool = False) -> list[BenchItem]:
+    """The items of a BrainBench CSV (`.csv`) or benchmark JSONL (`.jsonl`, `.jsonl.gz`)."""
+    return load_benchmark(path, repair=repair).items
+
+
+def load_benchmark(path: str | Path, repair: bool = False) -> Benchmark:
+    """Read a benchmark, check every row's markers against its full texts, optionally repair."""
     path = Path(path)
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such benchmark file")
     name = path.name.lower()
     if name.endswith(".csv"):
-        items = _read_csv(path)
+        rows = _read_csv(path)
     elif name.endswith((".jsonl", ".jsonl.gz")):
-        items = _read_jsonl(path)
+        rows = _read_jsonl(path)
     else:
         raise ExpertlmError(f"{path}: unknown benchmark format (expected .csv or .jsonl)")
-    if not items:
-        raise ExpertlmError(f"{path}: benchmark has no items")
-    return items
+    bench = Benchmark(
+        path, [], [], rows=len(rows), checked=0, repair=repair, sha256=sha256_file(path)
+    )
+    for item, src in rows:
+        _check_nonempty(item, src)
+        if item.combined.strip():
+            bench.checked += 1
+            item = _check_markers(item, src, bench, repair)
+            if item is None:
+                continue
+        if item.original == item.altered:
+            raise ExpertlmError(
+                f"{src}: row {item.row} ({item.id}): identical original and altered versions"
+            )
+        bench.items.append(item)
+    if not bench.items:
+        raise ExpertlmError(
+            f"{path}: benchmark has no items"
+            + (f" ({bench.dropped} dropped by --repair)" if bench.dropped else "")
+        )
+    return bench
 
 
-def _check(item: BenchItem, src: str) -> BenchItem:
+def _check_nonempty(item: BenchItem, src: str) -> None:
     if not item.original.strip() or not item.altered.strip():
-        raise ExpertlmError(f"{src}: item '{item.id}' has an empty version")
-    if item.original == item.altered:
-        raise ExpertlmError(f"{src}: item '{item.id}' has identical original and altered versions")
-    return item
+        raise ExpertlmError(f"{src}: row {item.row} ({item.id}): item has an empty version")
 
 
-def _read_csv(path: Path) -> list[BenchItem]:
+def _read_csv(path: Path) -> list[tuple[BenchItem, str]]:
     csv.field_size_limit(sys.maxsize)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -74,21 +170,25 @@ def _read_csv(path: Path) -> list[BenchItem]:
         raise ExpertlmError(
             f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
         )
-    items = []
-    for row_no, row in enumerate(reader, 1):
-        src = where(path, reader.line_num)
-        item = BenchItem(
-            id=(row.get("doi") or "").strip() or f"row{row_no}",
-            section=(row.get("journal_section") or "").strip(),
-            original=row["original_abstract"] or "",
-            altered=row["incorrect_abstract"] or "",
-        )
-        items.append(_check(item, src))
-    return items
+    rows = []
+    try:
+        for row_no, row in enumerate(reader, 1):
+            item = BenchItem(
+                id=(row.get("doi") or "").strip() or f"row{row_no}",
+                section=(row.get("journal_section") or "").strip(),
+                original=row["original_abstract"] or "",
+                altered=row["incorrect_abstract"] or "",
+                combined=row.get("combined_abstract") or "",
+                row=row_no,
+            )
+            rows.append((item, where(path, reader.line_num)))
+    except csv.Error as e:
+        raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+    return rows
 
 
-def _read_jsonl(path: Path) -> list[BenchItem]:
-    items = []
+def _read_jsonl(path: Path) -> list[tuple[BenchItem, str]]:
+    rows = []
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
@@ -107,6 +207,293 @@ def _read_jsonl(path: Path) -> list[BenchItem]:
             section=str(obj.get("section") or ""),
             original=obj["original"],
             altered=obj["altered"],
+            combined=obj.get("combined") if isinstance(obj.get("combined"), str) else "",
+            row=lineno,
         )
-        items.append(_check(item, src))
-    return items
+        rows.append((item, src))
+    return rows
+
+
+# --- markers ---------------------------------------------------------------------------------
+
+
+class MarkerError(ValueError):
+    """A malformed marker: unbalanced brackets, or no comma between the two versions."""
+
+
+def parse_markers(combined: str) -> list[str | tuple[str, ...]]:
+    """Split a marked text into literal strings and markers. A marker is the tuple of its possible
+    readings `(original, altered)`: one for `[[a, b]]`, several when an alternative holds a comma.
+    Raises `MarkerError` for unbalanced brackets or a marker without a comma."""
+    parts: list[str | tuple[str, ...]] = []
+    i = 0
+    while True:
+        a, b = combined.find("[[", i), combined.find("]]", i)
+        if b != -1 and (a == -1 or b < a):
+            raise MarkerError(f"']]' without '[[' at character {b}")
+        if a == -1:
+            parts.append(combined[i:])
+            return parts
+        close, nested = combined.find("]]", a + 2), combined.find("[[", a + 2)
+        if close == -1 or (nested != -1 and nested < close):
+            raise MarkerError(f"'[[' at character {a} is not closed by ']]'")
+        content = combined[a + 2 : close]
+        commas = [k for k, ch in enumerate(content) if ch == ","]
+        if not commas:
+            raise MarkerError(f"no comma between the two versions in '[[{content}]]'")
+        parts.append(combined[i:a])
+        parts.append(tuple((content[:k].strip(), content[k + 1 :].strip()) for k in commas))
+        i = close + 2
+
+
+def _readings(parts: list) -> list[tuple[str, str]]:
+    """Every (original, altered) pair the markers allow (one per combination of splits)."""
+    markers = [p for p in parts if isinstance(p, tuple)]
+    out = []
+    for choice in itertools.islice(itertools.product(*markers), MAX_READINGS):
+        it = iter(choice)
+        orig, alt = [], []
+        for p in parts:
+            if isinstance(p, tuple):
+                o, a = next(it)
+                orig.append(o)
+                alt.append(a)
+            else:
+                orig.append(p)
+                alt.append(p)
+        out.append(("".join(orig), "".join(alt)))
+    return out
+
+
+def derive_versions(combined: str) -> tuple[str, str]:
+    """Both versions of an unambiguously marked text (the published `extract_abstract_pair`,
+    without its mistake on commas: an ambiguous marker raises `MarkerError`)."""
+    parts = parse_markers(combined)
+    if any(isinstance(p, tuple) and len(p) > 1 for p in parts):
+        raise MarkerError("a marker has a comma inside an alternative")
+    return _readings(parts)[0]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) -> BenchItem | None:
+    """Check one row; return the item to score (or None when --repair drops it)."""
+
+    def problem(kind: str, detail: str, action: str) -> None:
+        bench.problems.append(MarkerProblem(item.row, src, item.id, kind, detail, action))
+
+    columns = (_norm(item.original), _norm(item.altered))
+    try:
+        parts = parse_markers(item.combined)
+    except MarkerError as e:
+        if repair:
+            bench.dropped += 1
+            problem("malformed", str(e), "dropped")
+            return None
+        problem("malformed", str(e), "kept (full-text columns used)")
+        return item
+    n_markers = sum(isinstance(p, tuple) for p in parts)
+    if n_markers == 0:
+        detail = "no [[original, altered]] marker in combined_abstract"
+        if repair:
+            bench.dropped += 1
+            problem("malformed", detail, "dropped")
+            return None
+        problem("malformed", detail, "kept (full-text columns used)")
+        return item
+    readings = _readings(parts)
+    ambiguous = [p for p in parts if isinstance(p, tuple) and len(p) > 1]
+    if not ambiguous:
+        orig, alt = readings[0]
+        if (_norm(orig), _norm(alt)) == columns:
+            return item
+        if repair:
+            bench.repaired += 1
+            problem("mismatch", _first_difference(orig, alt, item), "repaired from the markers")
+            return replace(item, original=orig, altered=alt)
+        problem("mismatch", _first_difference(orig, alt, item), "kept (full-text columns used)")
+        return item
+    shown = "; ".join("[[" + ", ".join(p[0]) + "]]" for p in ambiguous[:3])
+    matching = [r for r in readings if (_norm(r[0]), _norm(r[1])) == columns]
+    if len(matching) == 1:
+        # The columns agree with exactly one reading: the row is right, the markers are not
+        # self-sufficient. Report it, keep the columns.
+        problem("ambiguous", f"comma inside an alternative in {shown} (the full-text columns pick one reading)",
+                "kept (full-text columns agree with one reading)")  # fmt: skip
+        return item
+    detail = f"comma inside an alternative in {shown}; the full-text columns match {'none' if not matching else 'several'} of {len(readings)} readings"
+    if repair:
+        bench.dropped += 1
+        problem("ambiguous", detail, "dropped")
+        return None
+    problem("ambiguous", detail, "kept (full-text columns used)")
+    return item
+
+
+def _first_difference(orig: str, alt: str, item: BenchItem) -> str:
+    for name, derived, col in (("original", orig, item.original), ("altered", alt, item.altered)):
+        d, c = _norm(derived), _norm(col)
+        if d != c:
+            k = next(
+                (i for i, (x, y) in enumerate(zip(d, c, strict=False)) if x != y),
+                min(len(d), len(c)),
+            )
+            return f"the {name} version from the markers differs from the column at character {k} ({d[max(0, k - 20) : k + 20]!r} vs {c[max(0, k - 20) : k + 20]!r})"
+    return "versions differ"
+
+
+# --- prompt templates ------------------------------------------------------------------------
+
+
+def resolve_template(template: str | None) -> str:
+    """A template name (`none`, `neuro`) or any string with exactly one `{abstract}`."""
+    if template is None:
+        return TEMPLATES["none"]
+    if template in TEMPLATES:
+        return TEMPLATES[template]
+    n = template.count("{abstract}")
+    if n != 1:
+        raise ExpertlmError(
+            f"option --template: expected a name ({', '.join(TEMPLATES)}) or a string with exactly "
+            f"one {{abstract}} (found {n})"
+        )
+    return template
+
+
+def apply_template(template: str, abstract: str) -> tuple[str, int]:
+    """The prompt text and the character offset where the abstract starts in it. The whole prompt
+    is stripped of surrounding whitespace, as the published evaluation does."""
+    before, after = template.split("{abstract}")
+    text = before + abstract + after
+    lead = len(text) - len(text.lstrip())
+    return text.strip(), max(0, len(before) - lead)
+
+
+# --- isolated sentences ----------------------------------------------------------------------
+
+_ABBREV = re.compile(
+    r"(?:\b(?:e\.g|i\.e|et al|vs|Fig|Figs|Ref|approx|ca|cf|resp|Dr|Mr|Mrs|Ms|Prof|No|Eq|Eqs|al|St|Inc|Ltd|Co|Jr|Sr)\.|\b[A-Z]\.)$"
+)
+_END = re.compile(r"[.!?][\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of an abstract: a break after . ! or ? followed by space and a capital or digit,
+    except after common abbreviations (e.g., i.e., et al., Fig., single initials). A rule-based
+    stand-in for NLTK's punkt, which the published analysis used (punkt needs a download)."""
+    out, start = [], 0
+    for m in _END.finditer(text):
+        head = text[start : m.start() + 1]
+        if _ABBREV.search(head.rstrip("\"')]")):
+            continue
+        out.append(text[start : m.end()].strip())
+        start = m.end()
+    tail = text[start:].strip()
+    if tail:
+        out.append(tail)
+    return [s for s in out if s]
+
+
+def diff_parts(original: str, altered: str) -> list[str | tuple[str, str]]:
+    """Literal strings and `(original, altered)` changes from two versions (a word-level diff),
+    for items that come without usable markers (JSONL, malformed or ambiguous markers)."""
+    a, b = re.findall(r"\S+|\s+", original), re.findall(r"\S+|\s+", altered)
+    out: list[str | tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append("".join(a[i1:i2]))
+        else:
+            out.append(("".join(a[i1:i2]), "".join(b[j1:j2])))
+    return out
+
+
+def _marker_parts(item: BenchItem) -> list[str | tuple[str, str]] | None:
+    """The item as literal strings and (original, altered) changes from its markers, when they
+    are well-formed, unambiguous and agree with the item's two versions; else None."""
+    if not item.combined.strip():
+        return None
+    try:
+        parts = parse_markers(item.combined)
+    except MarkerError:
+        return None
+    markers = [p for p in parts if isinstance(p, tuple)]
+    if not markers or any(len(p) > 1 for p in markers):
+        return None
+    orig, alt = _readings(parts)[0]
+    if (_norm(orig), _norm(alt)) != (_norm(item.original), _norm(item.altered)):
+        return None
+    return [p[0] if isinstance(p, tuple) else p for p in parts]
+
+
+def isolated_items(items: list[BenchItem]) -> list[BenchItem]:
+    """Each sentence that carries a change becomes its own two-choice item (the published
+    "isolated sentences" analysis), with `parent` set to the abstract's id. With usable markers,
+    sentences are split on the text with every change hidden behind a placeholder (a change never
+    splits); without, the two versions' sentences are paired in order when their counts agree,
+    and otherwise located by a word-level diff."""
+    out = []
+    for item in items:
+        pairs = _changed_sentences(item)
+        for k, (orig, alt, marked) in enumerate(pairs, 1):
+            out.append(
+                BenchItem(f"{item.id}#s{k}", item.section, orig, alt, marked, item.row, item.id)
+            )
+    return out
+
+
+def _changed_sentences(item: BenchItem) -> list[tuple[str, str, str]]:
+    parts = _marker_parts(item)
+    if parts is None:
+        so, sa = split_sentences(item.original), split_sentences(item.altered)
+        if len(so) == len(sa):
+            return [
+                (" ".join(o.split()), " ".join(a.split()), _mark(o, a))
+                for o, a in zip(so, sa, strict=True)
+                if _norm(o) != _norm(a)
+            ]
+        parts = diff_parts(item.original, item.altered)
+    changes = [p for p in parts if isinstance(p, tuple)]
+    out = []
+    for sentence in split_sentences(_hide(parts)):
+        if "\x00" not in sentence:
+            continue
+        orig, alt, marked = (_unhide(sentence, changes, how) for how in ("orig", "alt", "marked"))
+        orig, alt = " ".join(orig.split()), " ".join(alt.split())
+        if orig != alt:
+            out.append((orig, alt, marked))
+    return out
+
+
+def _mark(original: str, altered: str) -> str:
+    parts = diff_parts(original, altered)
+    return "".join(
+        p if isinstance(p, str) else f"[[{p[0].strip()}, {p[1].strip()}]]" for p in parts
+    )
+
+
+def _unhide(sentence: str, changes: list[tuple[str, str]], how: str) -> str:
+    def put(m: re.Match) -> str:
+        o, a = changes[int(m.group(1))]
+        return o if how == "orig" else a if how == "alt" else f"[[{o.strip()}, {a.strip()}]]"
+
+    return re.sub(_PLACEHOLDER, put, sentence)
+
+
+def _hide(parts: list[str | tuple[str, str]]) -> str:
+    """The text with change k as "\\x00k\\x00", or "\\x00k\\x01." when both of its versions end
+    a sentence with the same mark (so the splitter can still break after it)."""
+    out, k = [], 0
+    for p in parts:
+        if isinstance(p, tuple):
+            o, a = p[0].rstrip(), p[1].rstrip()
+            end = o[-1] if o and a and o[-1] == a[-1] and o[-1] in ".!?" else ""
+            out.append(f"\x00{k}\x01{end}" if end else f"\x00{k}\x00")
+            k += 1
+        else:
+            out.append(p)
+    return "".join(out)
+
+
+_PLACEHOLDER = re.compile(r"\x00(\d+)(?:\x00|\x01[.!?])")

@@ -28,6 +28,11 @@ data_app = typer.Typer(help="Tokenize corpora into training shards.", no_args_is
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(data_app, name="data")
+eval_app = typer.Typer(
+    help="Score models on benchmarks and corpora; compare results; human baselines.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Do not show progress bars.")]
@@ -316,6 +321,163 @@ def train_cmd(
         log_every_steps=log_every_steps, ckpt_every_steps=ckpt_every_steps, keep_last=keep_last,
         peak_tflops=peak_tflops, device=device,
     )  # fmt: skip
+
+
+# --- eval ------------------------------------------------------------------------------------
+
+BatchSize = Annotated[
+    int | None, typer.Option(help="Sequences per forward pass (default: 1 on CPU, auto on GPU).")
+]
+Stride = Annotated[
+    int | None,
+    typer.Option(help="Sliding-window stride for texts longer than the context (default: half)."),
+]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")]
+Dtype = Annotated[
+    str, typer.Option(help="auto, float32, bfloat16, float16 (log-probs are float32 always).")
+]
+PaddingSide = Annotated[str, typer.Option(help="Pad batches on the right or left.")]
+
+
+@eval_app.command("bench")
+def eval_bench_cmd(
+    bench: Annotated[Path, typer.Argument(help="Benchmark: BrainBench CSV or JSONL.")],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Causal LM folder (or hub id where the network is)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.")],
+    template: Annotated[
+        str, typer.Option(help="Prompt: none, neuro, or any string with one {abstract}.")
+    ] = "none",
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Re-derive versions from [[a, b]] markers; drop bad rows."),
+    ] = False,
+    isolated: Annotated[
+        bool, typer.Option("--isolated", help="Also score each changed sentence on its own.")
+    ] = False,
+    reduction: Annotated[str, typer.Option(help="mean (published) or sum NLL.")] = "mean",
+    score_template: Annotated[
+        bool,
+        typer.Option(
+            "--score-template/--exclude-template",
+            help="Score the template's tokens too (published) or only the abstract's.",
+        ),
+    ] = True,
+    bos: Annotated[
+        str, typer.Option(help="auto (the tokenizer's default), yes (prepend BOS) or no.")
+    ] = "auto",
+    share_prefix: Annotated[
+        bool,
+        typer.Option(
+            "--share-prefix/--no-share-prefix",
+            help="Run the versions' shared prefix once (same numbers, faster).",
+        ),
+    ] = True,
+    bins: Annotated[int, typer.Option(help="Calibration bins.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and regression folds.")] = 0,
+    batch_size: BatchSize = None,
+    stride: Stride = None,
+    padding_side: PaddingSide = "right",
+    device: Device = None,
+    dtype: Dtype = "auto",
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Score a model on a two-alternative benchmark: items.csv and summary.json."""
+    from expertlm.evaluate import eval_bench
+
+    eval_bench(
+        model, bench, out, overwrite=overwrite, show_progress=not no_progress, template=template,
+        repair=repair, isolated=isolated, reduction=reduction, score_template=score_template,
+        bos=_tristate(bos, "bos"), share_prefix=share_prefix, bins=bins, seed=seed,
+        batch_size=batch_size, stride=stride, padding_side=padding_side, device=device, dtype=dtype,
+    )  # fmt: skip
+
+
+def _tristate(value: str, key: str) -> bool | None:
+    table = {"auto": None, "yes": True, "no": False}
+    if value not in table:
+        raise ExpertlmError(f"option --{key}: expected auto, yes or no (got {value!r})")
+    return table[value]
+
+
+@eval_app.command("ppl")
+def eval_ppl_cmd(
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Causal LM folder (or hub id where the network is)."),
+    ],
+    corpus: Annotated[
+        Path, typer.Option("--corpus", "-c", help="Corpus folder, or a .jsonl(.gz) of documents.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder (ppl.json).")],
+    split: Annotated[str, typer.Option(help="Corpus split.")] = "val",
+    max_docs: Annotated[int | None, typer.Option(help="Score the first N documents.")] = None,
+    batch_size: BatchSize = None,
+    stride: Stride = None,
+    padding_side: PaddingSide = "right",
+    device: Device = None,
+    dtype: Dtype = "auto",
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Bits per byte and per-token perplexity of a model on held-out text."""
+    from expertlm.evaluate import eval_ppl
+
+    eval_ppl(
+        model, corpus, out, overwrite=overwrite, show_progress=not no_progress, split=split,
+        max_docs=max_docs, batch_size=batch_size, stride=stride, padding_side=padding_side,
+        device=device, dtype=dtype,
+    )  # fmt: skip
+
+
+@eval_app.command("compare")
+def eval_compare_cmd(
+    a: Annotated[Path, typer.Argument(help="Results folder A.")],
+    b: Annotated[Path, typer.Argument(help="Results folder B (the difference is B - A).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Paired comparison on the same items: McNemar exact test, bootstrap CI of B - A."""
+    from expertlm.evaluate import eval_compare
+
+    r = eval_compare(a, b, out=out, seed=seed)
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    d, m = r["b_minus_a"], r["mcnemar"]
+    print(
+        f"{r['n']} items: A {r['accuracy_a']:.3f}, B {r['accuracy_b']:.3f}, "
+        f"B - A {d['difference']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}); "
+        f"McNemar exact p = {m['p_value']:.4g} ({m['only_a_correct']} only A right, "
+        f"{m['only_b_correct']} only B right)"
+    )
+
+
+@eval_app.command("humans")
+def eval_humans_cmd(
+    participants: Annotated[
+        Path, typer.Argument(help="Participant data CSV (BrainBench format, one row per trial).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder (summary.json).")],
+    items: Annotated[
+        str, typer.Option(help="Trials on human-written items, machine-written, or all.")
+    ] = "human",
+    top_pct: Annotated[
+        float, typer.Option(help="Top share of expertise per abstract for the expert accuracy.")
+    ] = 0.2,
+    bins: Annotated[int, typer.Option(help="Calibration bins.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and regression folds.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Human accuracy (pooled over trials), per section, top expertise, calibration."""
+    from expertlm.evaluate import eval_humans
+
+    eval_humans(participants, out, overwrite=overwrite, items=items, top_pct=top_pct, bins=bins,
+                seed=seed)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

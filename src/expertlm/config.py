@@ -184,3 +184,65 @@ class TrainConfig(StageConfig):
     """Peak TFLOP/s of one device, for the MFU estimate."""
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda when available)."""
+
+
+class ScoringOptions(StageConfig):
+    """How a model is run to score texts (shared by `eval bench` and `eval ppl`)."""
+
+    batch_size: int | None = Field(None, ge=1)
+    """Sequences per forward pass (default: 1 on the CPU, ~16k tokens per pass on a GPU)."""
+    stride: int | None = Field(None, ge=1)
+    """Sliding-window stride for texts longer than the context (default: half the context)."""
+    padding_side: Literal["right", "left"] = "right"
+    """Where batches are padded (results do not depend on it)."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ... (default: cuda when available)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype (auto: float32 on the CPU, the checkpoint's own on a GPU); log-probabilities
+    are float32 whatever this is."""
+
+
+class EvalBenchConfig(ScoringOptions):
+    """Options of `eval bench`."""
+
+    template: str = "none"
+    """Prompt template: a name (none, neuro) or any string with one {abstract}."""
+    repair: bool = False
+    """Re-derive both versions from the [[original, altered]] markers where unambiguous; drop
+    rows whose markers are malformed or ambiguous."""
+    isolated: bool = False
+    """Also score each sentence that carries a change as its own item (isolated sentences)."""
+    reduction: Literal["mean", "sum"] = "mean"
+    """Mean NLL per predicted token (the published rule) or summed NLL."""
+    score_template: bool = True
+    """Score the template's tokens too (as published) or only the abstract's."""
+    bos: bool | None = None
+    """Prepend a BOS token (True), never (False), or as the tokenizer does by default (None)."""
+    share_prefix: bool = True
+    """Run the two versions' shared prefix once (same numbers, less compute)."""
+    bins: int = Field(10, ge=1)
+    """Calibration bins (equal-count, by confidence rank)."""
+    seed: int = 0
+    """Seed of the bootstrap and of the calibration regression's folds."""
+
+
+class EvalPplConfig(ScoringOptions):
+    """Options of `eval ppl`."""
+
+    split: str = "val"
+    """Corpus split to score."""
+    max_docs: int | None = Field(None, ge=1)
+    """Score the first N documents only."""
+
+
+class EvalHumansConfig(StageConfig):
+    """Options of `eval humans`."""
+
+    items: Literal["human", "machine", "all"] = "human"
+    """Trials on items written by humans (the published headline), by a machine, or all."""
+    top_pct: float = Field(0.2, gt=0, le=1)
+    """Share of each abstract's trials, by self-rated expertise, in the top-expertise accuracy."""
+    bins: int = Field(20, ge=1)
+    """Calibration bins (the published human calibration uses 20)."""
+    seed: int = 0
+    """Seed of the bootstrap and of the calibration regression's folds."""

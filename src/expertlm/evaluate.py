@@ -1,0 +1,370 @@
+"""The evaluation stages: `eval bench`, `eval ppl`, `eval compare`, `eval humans`.
+
+- `eval_bench`: score both versions of every benchmark item (`scoring.py`), choose the version
+  with the lower perplexity (equal: a tie, counted wrong), and write `items.csv` (one row per
+  item) and `summary.json` (accuracy with SEM and bootstrap CI, ties, per-section accuracy,
+  calibration, the isolated-sentence variant when asked for, and what was scored how).
+- `eval_ppl`: bits per byte and per-token perplexity of a model on a corpus split (the
+  forgetting measure for continued pretraining); bits per byte compares across tokenizers.
+- `eval_compare`: two results folders on the same items: McNemar's exact test and the paired
+  bootstrap CI of the accuracy difference.
+- `eval_humans`: the human baselines from participant data (`humans.py`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from expertlm import stats
+from expertlm.bench import apply_template, isolated_items, load_benchmark, resolve_template
+from expertlm.config import EvalBenchConfig, EvalHumansConfig, EvalPplConfig
+from expertlm.console import count_progress, info, warn
+from expertlm.errors import ExpertlmError
+from expertlm.io import atomic_dir, combine_hashes, provenance, read_json, sha256_file, write_json
+
+ITEM_COLUMNS = ("id", "section", "parent", "tokens_original", "tokens_altered", "nll_original",
+                "nll_altered", "ppl_original", "ppl_altered", "choice", "correct", "confidence",
+                "log_confidence", "windowed")  # fmt: skip
+
+
+def model_identity(name: str | Path) -> dict:
+    """What a result records about its model: the path (or hub id) and a hash of its weights."""
+    path = Path(name)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+        files += [p for p in (path / "config.json",) if p.is_file()]
+        digest = combine_hashes(f"{p.name}:{sha256_file(p)}" for p in files)
+        return {"model": str(path), "model_hash": digest}
+    return {"model": str(name), "model_hash": None}
+
+
+def _scorer(model: str | Path, cfg, bos):
+    from expertlm.scoring import Scorer
+
+    return Scorer.load(model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                       stride=cfg.stride, padding_side=cfg.padding_side, bos=bos)  # fmt: skip
+
+
+# --- eval bench ------------------------------------------------------------------------------
+
+
+def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progress: bool,
+                label: str = "eval") -> list[dict]:  # fmt: skip
+    """Score both versions of every item: one row per item (the columns of items.csv)."""
+    encoded = []
+    for it in items:
+        versions = []
+        for text in (it.original, it.altered):
+            prompt, start = apply_template(template, text)
+            versions.append(scorer.encode(prompt, start if not cfg.score_template else 0))
+        encoded.append(versions)
+    rows = []
+    chunk = 16  # items per scoring call: the bar moves, and batches still fill
+    with count_progress(show_progress) as bar:
+        task = bar.add_task(label, total=len(items))
+        for k in range(0, len(items), chunk):
+            part = encoded[k : k + chunk]
+            pairs = [(a.ids, b.ids) for a, b in part]
+            before = scorer.windowed
+            if cfg.share_prefix:
+                nlls = scorer.pair_nll(pairs)
+            else:
+                flat = scorer.token_nll([s for p in pairs for s in p])
+                nlls = list(zip(flat[0::2], flat[1::2], strict=True))
+            windowed_any = scorer.windowed > before
+            for it, (ea, eb), (na, nb) in zip(items[k : k + chunk], part, nlls, strict=True):
+                rows.append(_item_row(it, ea, eb, na, nb, cfg, scorer, windowed_any))
+            bar.advance(task, len(part))
+    return rows
+
+
+def _item_row(it, ea, eb, na, nb, cfg, scorer, windowed_any) -> dict:
+    from expertlm.scoring import reduce_nll
+
+    first_a = ea.first if not cfg.score_template else 0
+    first_b = eb.first if not cfg.score_template else 0
+    nll_a = reduce_nll(na, first_a, cfg.reduction)
+    nll_b = reduce_nll(nb, first_b, cfg.reduction)
+    if math.isnan(nll_a) or math.isnan(nll_b):
+        raise ExpertlmError(
+            f"item {it.id}: a version has no scored tokens (a one-token text; try --bos)"
+        )
+    ppl_a, ppl_b = _exp(nll_a), _exp(nll_b)
+    # exp is monotone: comparing NLLs is comparing perplexities, without overflow for sums
+    choice = "original" if nll_a < nll_b else "altered" if nll_b < nll_a else "tie"
+    log_conf = abs(nll_b - nll_a)
+    conf = abs(ppl_b - ppl_a) if cfg.reduction == "mean" else log_conf
+    long = max(len(ea.ids), len(eb.ids)) > scorer.context
+    return {
+        "id": it.id, "section": it.section, "parent": it.parent,
+        "tokens_original": len(na) - max(0, first_a - 1), "tokens_altered": len(nb) - max(0, first_b - 1),
+        "nll_original": nll_a, "nll_altered": nll_b, "ppl_original": ppl_a, "ppl_altered": ppl_b,
+        "choice": choice, "correct": int(choice == "original"),
+        "confidence": conf, "log_confidence": log_conf,
+        "windowed": int(long and windowed_any),
+    }  # fmt: skip
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709 else math.inf
+
+
+def bench_summary(rows: list[dict], seed: int = 0, bins: int = 10, reduction: str = "mean") -> dict:
+    """Accuracy (ties wrong), SEM, bootstrap CI, per-section accuracy and calibration."""
+    correct = np.array([r["correct"] for r in rows], dtype=float)
+    conf = np.array([r["confidence"] for r in rows], dtype=float)
+    out = stats.accuracy_summary(correct, seed=seed)
+    out["ties"] = sum(r["choice"] == "tie" for r in rows)
+    by_sec: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        by_sec[r["section"]].append(r["correct"])
+    out["per_section"] = {
+        s: {"n": len(v), "accuracy": float(np.mean(v)),
+            "sem": math.sqrt(np.mean(v) * (1 - np.mean(v)) / len(v))}
+        for s, v in sorted(by_sec.items())
+    }  # fmt: skip
+    out["calibration"] = {
+        "confidence": "|PPL(altered) - PPL(original)|"
+        if reduction == "mean"
+        else "|NLL(altered) - NLL(original)| (summed NLLs: perplexities overflow)",
+        "bins": stats.calibration_bins(conf, correct, bins),
+        "log_bins": stats.calibration_bins([r["log_confidence"] for r in rows], correct, bins),
+        "regression": stats.calibration_regression(conf, correct, seed=seed),
+    }
+    return out
+
+
+def _write_items(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=ITEM_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def read_items(results: str | Path) -> list[dict]:
+    """The rows of a results folder's items.csv (numbers parsed)."""
+    path = Path(results) / "items.csv" if Path(results).is_dir() else Path(results)
+    if not path.is_file():
+        raise ExpertlmError(
+            f"{results}: no items.csv (not an `expertlm eval bench` results folder)"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("id", "correct", "choice") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ExpertlmError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for r in reader:
+            try:
+                r["correct"] = int(r["correct"])
+            except ValueError:
+                raise ExpertlmError(
+                    f"{path}:{reader.line_num}: column 'correct': not 0/1"
+                ) from None
+            rows.append(r)
+    return rows
+
+
+def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwrite: bool = False,
+               show_progress: bool = True, **options) -> dict:  # fmt: skip
+    """Score `model` on the benchmark `bench`; write items.csv and summary.json to `out`."""
+    cfg = EvalBenchConfig.from_options(options)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    template = resolve_template(cfg.template)
+    benchmark = load_benchmark(bench, repair=cfg.repair)
+    for p in benchmark.problems[:20]:
+        warn(p.message())
+    if len(benchmark.problems) > 20:
+        warn(
+            f"{bench}: {len(benchmark.problems) - 20} more rows with marker problems (summary.json lists all)"
+        )
+    if cfg.repair:
+        info(f"{bench}: --repair: {benchmark.repaired} rows re-derived from their markers, "
+             f"{benchmark.dropped} dropped, {len(benchmark.items)} items kept")  # fmt: skip
+    scorer = _scorer(model, cfg, cfg.bos)
+    t0 = time.time()
+    rows = score_items(scorer, benchmark.items, cfg, template, show_progress)
+    wall = time.time() - t0
+    summary = bench_summary(rows, seed=cfg.seed, bins=cfg.bins, reduction=cfg.reduction)
+    iso_rows = None
+    if cfg.isolated:
+        iso = isolated_items(benchmark.items)
+        if not iso:
+            raise ExpertlmError(f"{bench}: no sentence carries a change (isolated sentences)")
+        iso_rows = score_items(scorer, iso, cfg, template, show_progress, "isolated")
+        summary["isolated"] = isolated_summary(iso_rows, seed=cfg.seed)
+    summary |= {
+        "format": "expertlm.eval/1",
+        **model_identity(model),
+        "benchmark": benchmark.report(),
+        "scoring": {
+            "rule": "choose the version with the lower perplexity exp(NLL); equal perplexities are ties, counted wrong",
+            "template": template, "reduction": cfg.reduction, "score_template": cfg.score_template,
+            "bos": {None: "tokenizer default", True: "prepended", False: "none"}[cfg.bos],
+            "shared_prefix": cfg.share_prefix, "context": scorer.context, "stride": scorer.stride,
+            "windowed_items": sum(r["windowed"] for r in rows),
+            "windowed_note": "texts longer than the context are scored with a sliding window "
+                             "(each token once, with at least context - stride tokens of context)",
+            "device": str(scorer.device), "dtype": str(next(scorer.model.parameters()).dtype),
+            "logprob_dtype": "float32", "batch_size": cfg.batch_size or "auto",
+        },
+        "wall_s": wall, "items_per_s": len(rows) / wall if wall > 0 else None,
+        "provenance": provenance(),
+    }  # fmt: skip
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _write_items(tmp / "items.csv", rows)
+        if iso_rows is not None:
+            _write_items(tmp / "isolated_items.csv", iso_rows)
+        write_json(tmp / "summary.json", summary)
+    acc = summary["accuracy"]
+    lo, hi = summary["ci95"]
+    info(f"accuracy {acc:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={summary['n']}, ties={summary['ties']}) "
+         f"at {summary['items_per_s'] or 0:.2f} items/s -> {out}")  # fmt: skip
+    return summary
+
+
+def isolated_summary(rows: list[dict], seed: int = 0) -> dict:
+    """Accuracy per sentence (as published) and aggregated per abstract (the mean, over
+    abstracts, of the share of each abstract's sentences chosen correctly)."""
+    out = stats.accuracy_summary(np.array([r["correct"] for r in rows], dtype=float), seed=seed)
+    out["ties"] = sum(r["choice"] == "tie" for r in rows)
+    per: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        per[r["parent"]].append(r["correct"])
+    shares = np.array([np.mean(v) for v in per.values()])
+    out["per_abstract"] = {
+        "abstracts": len(per),
+        "accuracy": float(shares.mean()),
+        "ci95": stats.bootstrap_ci(shares, seed=seed),
+        "majority_correct": float(np.mean([np.mean(v) > 0.5 for v in per.values()])),
+    }
+    return out
+
+
+# --- eval compare ----------------------------------------------------------------------------
+
+
+def eval_compare(
+    a: str | Path, b: str | Path, out: str | Path | None = None, seed: int = 0
+) -> dict:
+    """Paired comparison of two results folders on the same items (B minus A)."""
+    rows_a, rows_b = read_items(a), read_items(b)
+    ia = {r["id"]: r["correct"] for r in rows_a}
+    ib = {r["id"]: r["correct"] for r in rows_b}
+    if set(ia) != set(ib):
+        only_a, only_b = len(set(ia) - set(ib)), len(set(ib) - set(ia))
+        raise ExpertlmError(
+            f"{a} and {b}: not the same items ({only_a} only in the first, {only_b} only in the "
+            f"second); a paired comparison needs both scored on one benchmark"
+        )
+    ids = sorted(ia)
+    ca = np.array([ia[i] for i in ids], dtype=float)
+    cb = np.array([ib[i] for i in ids], dtype=float)
+    result = {
+        "a": str(a), "b": str(b), "n": len(ids),
+        "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
+        "b_minus_a": stats.paired_difference(ca, cb, seed=seed),
+        "mcnemar": stats.mcnemar_exact(ca, cb),
+    }  # fmt: skip
+    if out is not None:
+        out = Path(out)
+        if out.parent and not out.parent.exists():
+            out.parent.mkdir(parents=True)
+        write_json(out, result)
+    return result
+
+
+# --- eval ppl --------------------------------------------------------------------------------
+
+
+def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrite: bool = False,
+             show_progress: bool = True, **options) -> dict:  # fmt: skip
+    """Bits per byte and per-token perplexity of `model` on a corpus split. Each document is
+    scored after the end-of-text token (as in the shards), so every token and every byte counts."""
+    from expertlm.corpus.docs import corpus_hash, iter_docs, split_file
+
+    cfg = EvalPplConfig.from_options(options)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    path = split_file(corpus, cfg.split)
+    scorer = _scorer(model, cfg, True)
+    texts = []
+    for doc in iter_docs(corpus, cfg.split):
+        if doc["text"].strip():
+            texts.append(doc["text"])
+        if cfg.max_docs and len(texts) >= cfg.max_docs:
+            break
+    if not texts:
+        raise ExpertlmError(f"{path}: no documents to score")
+    t0 = time.time()
+    nll_sum, tokens, n_bytes = 0.0, 0, 0
+    chunk = 16
+    with count_progress(show_progress) as bar:
+        task = bar.add_task("ppl", total=len(texts))
+        for k in range(0, len(texts), chunk):
+            part = texts[k : k + chunk]
+            nlls = scorer.token_nll([scorer.encode(t).ids for t in part])
+            for t, nll in zip(part, nlls, strict=True):
+                nll_sum += float(nll.sum())
+                tokens += len(nll)
+                n_bytes += len(t.encode("utf-8"))
+            bar.advance(task, len(part))
+    wall = time.time() - t0
+    result = {
+        "format": "expertlm.ppl/1",
+        **model_identity(model),
+        "corpus": str(corpus), "corpus_hash": corpus_hash(corpus), "split": cfg.split,
+        "docs": len(texts), "tokens": tokens, "bytes": n_bytes, "nll_sum_nats": nll_sum,
+        "bits_per_byte": nll_sum / math.log(2) / n_bytes,
+        "token_perplexity": math.exp(nll_sum / tokens), "bits_per_token": nll_sum / math.log(2) / tokens,
+        "bytes_per_token": n_bytes / tokens, "windowed_docs": scorer.windowed,
+        "context": scorer.context, "stride": scorer.stride,
+        "note": "bits per byte compares across tokenizers; per-token perplexity does not",
+        "wall_s": wall, "provenance": provenance(),
+    }  # fmt: skip
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / "ppl.json", result)
+    info(f"{result['bits_per_byte']:.4f} bits/byte, token perplexity {result['token_perplexity']:.2f} "
+         f"over {tokens:,} tokens of {len(texts):,} documents -> {out}")  # fmt: skip
+    return result
+
+
+# --- eval humans -----------------------------------------------------------------------------
+
+
+def eval_humans(participants: str | Path, out: str | Path, *, overwrite: bool = False,
+                **options) -> dict:  # fmt: skip
+    """Human accuracy (pooled over trials), per section, top expertise, calibration."""
+    from expertlm.humans import human_summary, read_trials
+
+    cfg = EvalHumansConfig.from_options(options)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    trials = read_trials(participants)
+    summary = human_summary(
+        trials, items=cfg.items, top_pct=cfg.top_pct, bins=cfg.bins, seed=cfg.seed
+    )
+    summary |= {"format": "expertlm.humans/1", "participants_file": str(participants),
+                "participants_sha256": sha256_file(participants), "provenance": provenance()}  # fmt: skip
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / "summary.json", summary)
+    top = summary["top_expertise"]
+    info(f"humans ({cfg.items}-written items): accuracy {summary['accuracy']:.3f} over {summary['n']:,} trials "
+         f"of {summary['participants']} participants; top {cfg.top_pct:.0%} expertise "
+         f"{top['accuracy']:.3f} -> {out}")  # fmt: skip
+    return summary
+
+
+def read_summary(results: str | Path) -> dict:
+    return read_json(Path(results) / "summary.json")

@@ -1,0 +1,379 @@
+"""Per-token negative log-likelihood of texts under a causal LM: the one place NLL is computed.
+
+Every score expertlm reports (benchmark perplexities, bits per byte) comes from `Scorer`, which
+returns, for each token sequence, the NLL of every predicted token (token 2..n given its prefix,
+or 1..n after a prepended BOS). Reductions (mean or sum, template tokens in or out) are applied
+to those arrays by the caller, so every switch is exact and cheap.
+
+Three ways to the same numbers:
+- `token_nll(seqs)`: sequences batched by length with attention masks, padding on either side;
+  a sequence longer than the model's context is scored with a sliding window (each token once,
+  with at least `context - stride` tokens of context), never truncated.
+- `pair_nll(pairs)`: the two versions of a benchmark item are identical up to the first change,
+  so the shared prefix (template included) is run once, and both continuations are run from its
+  key/value cache. Same per-token numbers (within float32 rounding), less compute.
+- `Scorer(..., batch_size=1)` with `token_nll` on one text at a time: the published loop.
+
+Log-probabilities are always taken in float32, whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from expertlm.errors import ExpertlmError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Tokens per forward pass when the batch size is chosen automatically on a GPU.
+AUTO_BATCH_TOKENS = 16_384
+# A stem (tokens every prompt of a call starts with) shorter than this is not worth a pass.
+MIN_STEM = 8
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ExpertlmError(f"option --device: unknown device '{device}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ExpertlmError(
+            f"option --device: '{device}' asked for, but no CUDA device is available"
+        )
+    return dev
+
+
+def pick_dtype(dtype: str | None, device: torch.device, model_dtype=None) -> torch.dtype:
+    """float32 on the CPU; on a GPU the checkpoint's own dtype (float32 if it has none)."""
+    if dtype in (None, "auto"):
+        if device.type == "cpu" or model_dtype is None:
+            return torch.float32
+        return model_dtype if isinstance(model_dtype, torch.dtype) else torch.float32
+    if dtype not in DTYPES:
+        raise ExpertlmError(f"option --dtype: expected auto, {', '.join(DTYPES)} (got '{dtype}')")
+    return DTYPES[dtype]
+
+
+@dataclass
+class Encoded:
+    """Token ids of one text and the index of its first token that belongs to the scored part
+    (the abstract, for `score_template=False`)."""
+
+    ids: list[int]
+    first: int = 0
+
+
+class Scorer:
+    """A causal LM and its tokenizer, ready to score token sequences."""
+
+    def __init__(self, model, tokenizer, *, device: torch.device | str | None = None,
+                 batch_size: int | None = None, stride: int | None = None,
+                 padding_side: str = "right", bos: bool | None = None, name: str = "") -> None:  # fmt: skip
+        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        cfg = model.config
+        self.context = (
+            getattr(cfg, "n_positions", None)
+            or getattr(cfg, "max_position_embeddings", None)
+            or 1024
+        )
+        if stride is not None and not 0 < stride < self.context:
+            raise ExpertlmError(
+                f"option --stride {stride}: must be between 1 and the context ({self.context}) - 1"
+            )
+        self.stride = stride or self.context // 2
+        if padding_side not in ("right", "left"):
+            raise ExpertlmError(
+                f"option --padding-side: expected right or left (got '{padding_side}')"
+            )
+        self.padding_side = padding_side
+        self.batch_size = batch_size
+        # bos: None = the tokenizer's own special tokens, as `tokenizer(text)` gives them (the
+        # published evaluation: none for GPT-2, <s> for Llama); True = always a BOS (the EOS id
+        # when there is none: <|endoftext|> for GPT-2); False = never.
+        self.bos = bos
+        self.bos_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
+        if bos and self.bos_id is None:
+            raise ExpertlmError(
+                f"{name or 'model'}: --bos asked for, but the tokenizer has no BOS or EOS token"
+            )
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.windowed = 0  # sequences scored with a sliding window so far
+        self._stem_memo: _Stem | None = None
+
+    @classmethod
+    def load(cls, name: str | Path, *, device: str | None = None, dtype: str | None = None,
+             **kwargs) -> Scorer:  # fmt: skip
+        """Any local Hugging Face causal LM folder (or a hub id where the network is there)."""
+        from transformers.utils import logging as hf_logging
+
+        from expertlm.models import load_model
+        from expertlm.tokenizer import load_tokenizer
+
+        hf_logging.set_verbosity_error()  # our own messages and bars, not per-load ones
+        hf_logging.disable_progress_bar()
+        dev = pick_device(device)
+        torch_dtype = None
+        if dtype not in (None, "auto") or dev.type == "cpu":
+            torch_dtype = pick_dtype(dtype, dev)
+        model = load_model(name, dtype=torch_dtype if torch_dtype is not None else "auto")
+        if torch_dtype is None:  # auto on a GPU: the checkpoint's dtype, float32 if unset
+            model = model.to(pick_dtype(None, dev, model.dtype))
+        tokenizer = load_tokenizer(name)
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            raise ExpertlmError(
+                f"{name}: tokenizer has {len(tokenizer):,} tokens but the model only "
+                f"{model.get_input_embeddings().weight.shape[0]:,} embeddings"
+            )
+        return cls(model, tokenizer, device=dev, name=str(name), **kwargs)
+
+    # --- text -> tokens ----------------------------------------------------------------------
+
+    def encode(self, text: str, scored_from_char: int = 0) -> Encoded:
+        """Token ids of `text`, encoded whole, with a BOS as `bos` says. `first` is the first
+        token whose span reaches past character `scored_from_char` (0: every token)."""
+        want_offsets = scored_from_char > 0
+        enc = self.tokenizer(text, add_special_tokens=self.bos is None,
+                             return_offsets_mapping=want_offsets)  # fmt: skip
+        ids = list(enc["input_ids"])
+        first = 0
+        if want_offsets:
+            spans = enc["offset_mapping"]
+            first = next(
+                (i for i, (s, e) in enumerate(spans) if e > scored_from_char and e > s), len(ids)
+            )
+        if self.bos and (not ids or ids[0] != self.bos_id):
+            return Encoded([self.bos_id, *ids], first + 1)
+        return Encoded(ids, first)
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def _auto_batch(self, longest: int) -> int:
+        if self.batch_size:
+            return self.batch_size
+        if self.device.type == "cpu":
+            return 1  # compute-bound: padding costs more than batching saves
+        return max(1, AUTO_BATCH_TOKENS // max(1, longest))
+
+    @torch.inference_mode()
+    def token_nll(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """NLL (nats, float64 arrays) of tokens 1..n-1 of each sequence given their prefixes."""
+        out: list[np.ndarray | None] = [None] * len(seqs)
+        short = [i for i, s in enumerate(seqs) if len(s) <= self.context]
+        for i, s in enumerate(seqs):
+            if len(s) < 2:
+                out[i] = np.zeros(0)
+            elif len(s) > self.context:
+                out[i] = self._windowed(list(s))
+        short = [i for i in short if len(seqs[i]) >= 2]
+        short.sort(key=lambda i: -len(seqs[i]))  # longest first: a too-big batch fails at once
+        k = 0
+        while k < len(short):
+            bs = self._auto_batch(len(seqs[short[k]]))
+            group = short[k : k + bs]
+            for i, nll in zip(
+                group, self._forward_nll([list(seqs[i]) for i in group]), strict=True
+            ):
+                out[i] = nll
+            k += bs
+        return out  # type: ignore[return-value]
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded ids, attention mask and position ids (positions count real tokens only)."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            sl = slice(0, len(s)) if self.padding_side == "right" else slice(width - len(s), width)
+            ids[r, sl] = torch.tensor(s, dtype=torch.long)
+            mask[r, sl] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    def _forward_nll(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        ids, mask, pos = self._pad(seqs)
+        if len(seqs) == 1:  # no padding: no mask, the plain causal path
+            logits = self.model(input_ids=ids, position_ids=pos).logits
+        else:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        out = []
+        for r, s in enumerate(seqs):
+            start = 0 if self.padding_side == "right" else ids.shape[1] - len(s)
+            out.append(
+                _nll(logits[r, start : start + len(s) - 1], ids[r, start + 1 : start + len(s)])
+            )
+        return out
+
+    def _windowed(self, seq: list[int]) -> np.ndarray:
+        """Sliding window: windows of `context` tokens starting every `stride` tokens; each token
+        is scored once, in the first window where it is not among the first tokens."""
+        self.windowed += 1
+        n, L, S = len(seq), self.context, self.stride
+        parts, scored = [], 1  # tokens [1, scored) have their NLL
+        begin = 0
+        while scored < n:
+            end = min(begin + L, n)
+            window = seq[begin:end]
+            nll = self._forward_nll([window])[0]  # NLL of window tokens 1..len-1
+            parts.append(nll[scored - begin - 1 :])
+            scored = end
+            if end == n:
+                break
+            begin += S
+        return np.concatenate(parts)
+
+    @torch.inference_mode()
+    def pair_nll(
+        self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per-token NLL of both sequences of each pair. Each pair's shared prefix runs once, and
+        the stem shared by every pair in the call (the prompt template) runs once for all."""
+        out: list = [None] * len(pairs)
+        todo: list[tuple[int, int]] = []  # (pair index, shared prefix length)
+        for i, (a, b) in enumerate(pairs):
+            p = _common_prefix(a, b)
+            if max(len(a), len(b)) > self.context or p < 1 or p == min(len(a), len(b)):
+                out[i] = tuple(self.token_nll([a, b]))  # windowed, no shared prefix, or nested
+            else:
+                todo.append((i, p))
+        if not todo:
+            return out
+        first = pairs[todo[0][0]][0]
+        n_stem = min(_common_prefix(first, pairs[i][0]) for i, _ in todo)
+        n_stem = min(n_stem, min(p for _, p in todo) - 1)  # every item keeps a token of its own
+        stem = self._stem(list(first[:n_stem])) if n_stem >= MIN_STEM else None
+        todo.sort(key=lambda t: -max(len(pairs[t[0]][0]), len(pairs[t[0]][1])))
+        k = 0
+        while k < len(todo):
+            i0 = todo[k][0]
+            bs = self._auto_batch(max(len(pairs[i0][0]), len(pairs[i0][1])))
+            group = [i for i, _ in todo[k : k + bs]]
+            for i, r in zip(
+                group, self._shared_prefix([pairs[i] for i in group], stem), strict=True
+            ):
+                out[i] = r
+            k += bs
+        return out
+
+    def _stem(self, ids: list[int]) -> _Stem:
+        """Keys/values and NLLs of the tokens every prompt starts with (kept for the next call)."""
+        if self._stem_memo is not None and self._stem_memo.ids == ids:
+            return self._stem_memo
+        res = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in res.past_key_values.layers]
+        head = _nll(res.logits[0, :-1], torch.tensor(ids[1:], device=self.device))
+        self._stem_memo = _Stem(ids, kv, head, res.logits[0, -1])
+        return self._stem_memo
+
+    def _shared_prefix(self, pairs: list[tuple[Sequence[int], Sequence[int]]], stem: _Stem | None):
+        from transformers import DynamicCache
+
+        dev = self.device
+        n_stem = len(stem.ids) if stem is not None else 0
+        prefixes = [list(a[: _common_prefix(a, b)]) for a, b in pairs]
+        rests = [pre[n_stem:] for pre in prefixes]  # each at least one token
+        ids, mask, pos = self._pad(rests)
+        B, width = ids.shape
+        if stem is not None:
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in stem.kv
+                ],
+                config=self.model.config,
+            )
+            mask = torch.cat([torch.ones((B, n_stem), dtype=mask.dtype, device=dev), mask], dim=1)
+            res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos + n_stem,
+                             past_key_values=cache, use_cache=True)  # fmt: skip
+        else:
+            res = self.model(input_ids=ids, attention_mask=mask if B > 1 else None, position_ids=pos,
+                             use_cache=True)  # fmt: skip
+        heads, last_logits = [], []
+        for r, rest in enumerate(rests):
+            start = 0 if self.padding_side == "right" else width - len(rest)
+            head = _nll(
+                res.logits[r, start : start + len(rest) - 1], ids[r, start + 1 : start + len(rest)]
+            )
+            if stem is not None:
+                first = _nll(stem.last_logits[None], torch.tensor([rest[0]], device=dev))
+                head = np.concatenate([stem.head, first, head])
+            heads.append(head)
+            last_logits.append(res.logits[r, start + len(rest) - 1])
+        cache = res.past_key_values
+        del res
+        # Both continuations of every item from its prefix's cache: rows 2r (a) and 2r + 1 (b).
+        cache.batch_repeat_interleave(2)
+        tails = [
+            list(x[len(pre) :]) for (a, b), pre in zip(pairs, prefixes, strict=True) for x in (a, b)
+        ]
+        t_width = max(len(t) for t in tails)
+        t_ids = torch.full((len(tails), t_width), self.pad_id, dtype=torch.long)
+        t_mask = torch.zeros((len(tails), t_width), dtype=torch.long)
+        for r, t in enumerate(tails):
+            t_ids[r, : len(t)] = torch.tensor(t, dtype=torch.long)
+            t_mask[r, : len(t)] = 1
+        # (positions of padding slots are clamped: a short prefix plus the batch's widest tail
+        # may run past the position table)
+        t_pos = torch.tensor(
+            [
+                [min(len(prefixes[r // 2]) + j, self.context - 1) for j in range(t_width)]
+                for r in range(len(tails))
+            ]
+        )
+        t_ids, t_mask = t_ids.to(dev), t_mask.to(dev)
+        full_mask = torch.cat([mask.repeat_interleave(2, dim=0), t_mask], dim=1)
+        logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos.to(dev),
+                            past_key_values=cache, use_cache=True).logits  # fmt: skip
+        out = []
+        for r in range(len(pairs)):
+            versions = []
+            for v in (0, 1):
+                t = tails[2 * r + v]
+                first = _nll(last_logits[r][None], torch.tensor([t[0]], device=dev))
+                rest = _nll(logits[2 * r + v, : len(t) - 1], t_ids[2 * r + v, 1 : len(t)])
+                versions.append(np.concatenate([heads[r], first, rest]))
+            out.append(tuple(versions))
+        return out
+
+
+@dataclass
+class _Stem:
+    ids: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (1, heads, n, head_dim)
+    head: np.ndarray  # NLL of stem tokens 1..n-1
+    last_logits: torch.Tensor  # predicts the token after the stem
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """-log softmax(logits)[target] in float32, per position, as float64 numpy."""
+    if logits.shape[0] == 0:
+        return np.zeros(0)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return (-logp.gather(-1, targets.view(-1, 1)).squeeze(-1)).double().cpu().numpy()
+
+
+def reduce_nll(nll: np.ndarray, first: int = 0, reduction: str = "mean") -> float:
+    """Mean (or sum) NLL of the predicted tokens from token index `first` on (array position
+    `first - 1`, since the array starts at token 1)."""
+    part = nll[max(0, first - 1) :]
+    if part.size == 0:
+        return float("nan")
+    return float(part.sum() if reduction == "sum" else part.mean())
