@@ -102,10 +102,21 @@ def pairs_with_a_stem(n: int, vocab: int, seed: int = 0):
     return pairs
 
 
+def tiny_llama(vocab: int):
+    """Rotary positions and grouped-query attention: another cache and position layout."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    return LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa").eval()
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_shared_prefix_batched_equals_one_at_a_time(batch_size, side):
-    model = random_gpt2(64, n_positions=64)
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_shared_prefix_batched_equals_one_at_a_time(batch_size, side, arch):
+    model = random_gpt2(64, n_positions=64) if arch == "gpt2" else tiny_llama(64)
     pairs = pairs_with_a_stem(11, 64)
     one = Scorer(model, IdTokenizer(), device="cpu", batch_size=1)
     ref = [(one.token_nll([a])[0], one.token_nll([b])[0]) for a, b in pairs]

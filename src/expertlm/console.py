@@ -69,12 +69,21 @@ def bytes_progress(unit: str, enabled: bool = True) -> Progress:
     )
 
 
+class SpeedColumn(ProgressColumn):
+    """Items per second of a count bar."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
+
+
 def count_progress(enabled: bool = True) -> Progress:
-    """A bar over a known number of items with its ETA."""
+    """A bar over a known number of items with its rate and ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        SpeedColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

@@ -359,10 +359,10 @@ def eval_humans(participants: str | Path, out: str | Path, *, overwrite: bool = 
                 "participants_sha256": sha256_file(participants), "provenance": provenance()}  # fmt: skip
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_json(tmp / "summary.json", summary)
-    top = summary["top_expertise"]
+    top = summary["top_expertise"]["accuracy"]
+    top_s = f"{top:.3f}" if top is not None else "n/a (fewer than 1/top-pct trials per abstract)"
     info(f"humans ({cfg.items}-written items): accuracy {summary['accuracy']:.3f} over {summary['n']:,} trials "
-         f"of {summary['participants']} participants; top {cfg.top_pct:.0%} expertise "
-         f"{top['accuracy']:.3f} -> {out}")  # fmt: skip
+         f"of {summary['participants']} participants; top {cfg.top_pct:.0%} expertise {top_s} -> {out}")  # fmt: skip
     return summary
 
 
