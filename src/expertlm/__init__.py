@@ -4,6 +4,9 @@ predict experimental results like domain experts (Luo, Sun & Love, 2024).
 Every stage is one function here and one CLI verb with the same arguments:
 
     corpus_build      expertlm corpus build        sources -> corpus/
+    corpus_pubmed     expertlm corpus pubmed       PubMed (E-utilities) -> FILE.jsonl.gz
+    corpus_pmc        expertlm corpus pmc          PubMed Central OA (pubget) -> FILE.jsonl.gz
+    bench_fetch       expertlm bench fetch         published benchmark -> folder
     tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
     data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
@@ -21,7 +24,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ExpertlmError",
     "__version__",
+    "bench_fetch",
     "corpus_build",
+    "corpus_pmc",
+    "corpus_pubmed",
     "data_prepare",
     "eval_bench",
     "eval_compare",
@@ -40,6 +46,18 @@ def __getattr__(name: str):
         from expertlm.corpus.build import corpus_build
 
         return corpus_build
+    if name == "corpus_pubmed":
+        from expertlm.corpus.pubmed import corpus_pubmed
+
+        return corpus_pubmed
+    if name == "corpus_pmc":
+        from expertlm.corpus.pmc import corpus_pmc
+
+        return corpus_pmc
+    if name == "bench_fetch":
+        from expertlm.fetch import bench_fetch
+
+        return bench_fetch
     if name in ("tokenizer_train", "tokenizer_compare"):
         from expertlm import tokenizer
 

@@ -28,6 +28,8 @@ data_app = typer.Typer(help="Tokenize corpora into training shards.", no_args_is
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(help="Fetch published benchmarks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 eval_app = typer.Typer(
     help="Score models on benchmarks and corpora; compare results; human baselines.",
     no_args_is_help=True,
@@ -138,6 +140,101 @@ def corpus_build_cmd(
         num_perm=num_perm, shingle_words=shingle_words, decontam=decontam or [],
         decontam_ngram=decontam_ngram, val_frac=val_frac, split_seed=split_seed, skip_bad=skip_bad,
     )  # fmt: skip
+
+
+@corpus_app.command("pubmed")
+def corpus_pubmed_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl or .jsonl.gz).")],
+    query: Annotated[str | None, typer.Option(help="PubMed query (E-utilities syntax).")] = None,
+    journals: Annotated[
+        str | None,
+        typer.Option(
+            help="Journal list file (one name per line), or `neuro` for the bundled 100 neuroscience journals."
+        ),
+    ] = None,
+    from_year: Annotated[int, typer.Option("--from", help="First publication year.")] = 2002,
+    to_year: Annotated[int, typer.Option("--to", help="Last publication year.")] = 2022,
+    email: Annotated[
+        str | None, typer.Option(help="Your contact address, sent to NCBI with every request.")
+    ] = None,
+    tool: Annotated[str, typer.Option(help="Tool name sent to NCBI (one word).")] = "expertlm",
+    api_key_env: Annotated[
+        str,
+        typer.Option(
+            help="Environment variable with an NCBI API key (10 requests/s instead of 3; the key is never written anywhere)."
+        ),
+    ] = "NCBI_API_KEY",
+    batch_size: Annotated[int, typer.Option(help="Records per EFetch request.")] = 200,
+    base_url: Annotated[
+        str, typer.Option(help="E-utilities base URL.")
+    ] = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Start over, replacing the output and its saved progress."
+        ),
+    ] = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Download PubMed abstracts into a corpus source file; a re-run resumes an interrupted one."""
+    from expertlm.corpus.pubmed import corpus_pubmed
+
+    corpus_pubmed(
+        out, query=query, journals=journals, from_year=from_year, to_year=to_year, email=email,
+        tool=tool, api_key_env=api_key_env, batch_size=batch_size, base_url=base_url,
+        overwrite=overwrite, show_progress=not no_progress,
+    )  # fmt: skip
+
+
+@corpus_app.command("pmc")
+def corpus_pmc_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl or .jsonl.gz).")],
+    query: Annotated[str | None, typer.Option(help="PubMed Central query.")] = None,
+    journals: Annotated[
+        str | None,
+        typer.Option(help="Journal list file, or `neuro` for the bundled neuroscience list."),
+    ] = None,
+    from_year: Annotated[int | None, typer.Option("--from", help="First publication year.")] = None,
+    to_year: Annotated[int | None, typer.Option("--to", help="Last publication year.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for pubget's downloads (default: pubget_data beside --out)."),
+    ] = None,
+    pubget_dir: Annotated[
+        Path | None,
+        typer.Option(help="Convert this existing pubget output instead of downloading."),
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable with an NCBI API key.")
+    ] = "NCBI_API_KEY",
+    overwrite: Overwrite = False,
+) -> None:
+    """Open-access full texts from PubMed Central (via pubget: pip install 'expertlm[pmc]')."""
+    from expertlm.corpus.pmc import corpus_pmc
+
+    corpus_pmc(
+        out, query=query, journals=journals, from_year=from_year, to_year=to_year,
+        data_dir=data_dir, pubget_dir=pubget_dir, api_key_env=api_key_env, overwrite=overwrite,
+    )  # fmt: skip
+
+
+@bench_app.command("fetch")
+def bench_fetch_cmd(
+    name: Annotated[str, typer.Argument(help="Benchmark to fetch: brainbench.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    base_url: Annotated[
+        str, typer.Option(help="Base URL of the raw files (GitHub's by default).")
+    ] = "https://raw.githubusercontent.com/",
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(help="Take the files from this folder (downloaded by hand) instead."),
+    ] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Download and check a published benchmark (test cases and human participant data)."""
+    from expertlm.fetch import bench_fetch
+
+    bench_fetch(name, out, base_url=base_url, from_dir=from_dir, overwrite=overwrite)
 
 
 @tokenizer_app.command("train")

@@ -19,7 +19,7 @@ from expertlm.corpus.clean import clean_text
 from expertlm.corpus.decontam import Decontaminator
 from expertlm.corpus.dedup import ExactDedup, NearDedup
 from expertlm.corpus.docs import MANIFEST
-from expertlm.corpus.sources import expand_sources, read_sources
+from expertlm.corpus.sources import describe_source, expand_sources, read_sources
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
     JsonlWriter,
@@ -82,7 +82,7 @@ def corpus_build(
     roots = tuple(Path(p) for p in sources if Path(p).is_dir())
     check_output_dir(out, overwrite)
     decontam = Decontaminator(cfg.decontam, cfg.decontam_ngram) if cfg.decontam else None
-    inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
+    inputs = [describe_source(p) for p in files]  # files: path, bytes, sha256; hf: datasets too
 
     stats: Counter = Counter()
     exact = ExactDedup() if cfg.dedup else None

@@ -3,6 +3,12 @@
 Supported: `.txt` (one document per file), `.jsonl`/`.jsonl.gz`, `.json` (a list of objects,
 or one object), `.csv`/`.tsv` (optionally `.gz`), `.parquet` (needs pyarrow). Folders are
 walked recursively in sorted order, so the same inputs always give the same corpus.
+
+`hf:NAME[:split]` is a Hugging Face dataset read by the `datasets` library, streaming (no full
+download): NAME is a hub id (`hf:BrainGPT/some_dataset:train`, needs the network) or a local
+folder of data files (`hf:./my_dataset:validation`, `hf:/data/ds`), whose splits come from
+the file names as `datasets` names them (train.jsonl, validation.jsonl, ...). The split
+defaults to `train`; the field mapping is the same as for JSON Lines.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 from expertlm.config import CorpusConfig
 from expertlm.console import warn
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import read_lines
+from expertlm.io import combine_hashes, read_lines, sha256_file
 
 SUFFIXES = (
     ".txt",
@@ -35,6 +41,7 @@ SUFFIXES = (
 )
 _YEAR = re.compile(r"\s*(\d{4})")
 MAX_BAD_WARNINGS = 5
+HF_PREFIX = "hf:"
 
 
 @dataclass
@@ -46,6 +53,72 @@ class RawDoc:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HFSource:
+    """`hf:NAME[:split]`: a Hugging Face dataset (hub id or local folder), streamed."""
+
+    name: str
+    split: str = "train"
+
+    def __str__(self) -> str:
+        return f"{HF_PREFIX}{self.name}:{self.split}"
+
+    @classmethod
+    def parse(cls, spec: str) -> HFSource:
+        rest = spec[len(HF_PREFIX) :]
+        name, sep, split = rest.rpartition(":")
+        if not sep:
+            name, split = rest, "train"
+        if not name or not split or "/" in split:
+            raise ExpertlmError(f"{spec}: expected hf:NAME[:split], e.g. hf:user/dataset:train")
+        return cls(name, split)
+
+    def load(self) -> Any:
+        """The streaming `datasets.IterableDataset` of this split."""
+        try:
+            import datasets
+        except ImportError:
+            raise ExpertlmError(
+                f"{self}: reading Hugging Face datasets needs the datasets library (pip install 'expertlm[net]')"
+            ) from None
+        try:
+            return datasets.load_dataset(self.name, split=self.split, streaming=True)
+        except Exception as e:  # datasets raises many types: missing, offline, bad split
+            msg = (str(e).strip().splitlines() or [""])[0]
+            raise ExpertlmError(
+                f"{self}: cannot load the dataset ({type(e).__name__}: {msg}); a hub id needs "
+                "the network, a local folder must hold data files"
+            ) from None
+
+    def local_files(self) -> list[Path]:
+        folder = Path(self.name)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            f
+            for f in folder.rglob("*")
+            if f.is_file() and not any(p.startswith(".") for p in f.relative_to(folder).parts)
+        )
+
+
+Source = Path | HFSource
+
+
+def describe_source(src: Source) -> dict[str, Any]:
+    """What the manifest records about an input: path, size and sha256 of a file; for a
+    dataset its name and split, and the sha256 of its files when it is a local folder."""
+    if isinstance(src, HFSource):
+        files = src.local_files()
+        digest = combine_hashes(f"{f.relative_to(src.name)}:{sha256_file(f)}" for f in files)
+        return {
+            "path": str(src),
+            "bytes": sum(f.stat().st_size for f in files),
+            "sha256": digest if files else None,
+            "hf": {"name": src.name, "split": src.split, "local": bool(files)},
+        }
+    return {"path": str(src), "bytes": src.stat().st_size, "sha256": sha256_file(src)}
+
+
 def kind_of(path: Path) -> str | None:
     name = path.name.lower()
     for suffix in SUFFIXES:
@@ -54,8 +127,9 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
-def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list[Path]:
-    """Files named directly, and every supported file under folders (recursive, sorted).
+def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list[Source]:
+    """Files named directly, and every supported file under folders (recursive, sorted);
+    `hf:NAME[:split]` names a Hugging Face dataset (checked by loading it, streaming).
 
     Under a folder, hidden files and folders (`.git`, a stage's `.NAME.tmp-*`) are skipped, and
     so is everything inside `exclude` (the output folder, so a rebuild never reads its own
@@ -64,8 +138,14 @@ def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list
     if not paths:
         raise ExpertlmError("no source given: name at least one file or folder")
     skip = exclude.resolve() if exclude is not None else None
-    files: list[Path] = []
-    for p in map(Path, paths):
+    files: list[Source] = []
+    for given in paths:
+        p = Path(given)
+        if str(given).startswith(HF_PREFIX) and not p.exists():
+            hf = HFSource.parse(str(given))
+            hf.load()  # fail now, before any work, if it cannot be read
+            files.append(hf)
+            continue
         if p.is_dir():
             found = sorted(
                 f
@@ -89,6 +169,8 @@ def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list
         else:
             raise ExpertlmError(f"{p}: no such file or folder")
     for f in files:
+        if isinstance(f, HFSource):
+            continue
         try:
             with open(f, "rb"):
                 pass
@@ -155,7 +237,10 @@ class Reader:
         if self.stats["bad_record"] <= MAX_BAD_WARNINGS:
             warn(f"skipped: {msg}")
 
-    def read(self, path: Path) -> Iterator[RawDoc]:
+    def read(self, path: Source) -> Iterator[RawDoc]:
+        if isinstance(path, HFSource):
+            yield from self._hf(path)
+            return
         kind = kind_of(path)
         readers = {
             "txt": self._txt,
@@ -325,6 +410,30 @@ class Reader:
                 if (doc := self._doc(record, f"{path}[row {row}]")) is not None:
                     yield doc
 
+    def _hf(self, src: HFSource) -> Iterator[RawDoc]:
+        ds = src.load()
+        columns = list(ds.features) if getattr(ds, "features", None) else None
+        if columns is not None and self.cfg.text_field not in columns:
+            raise ExpertlmError(
+                f"{src}: no column '{self.cfg.text_field}' (columns: {', '.join(columns)}; choose one with --text-field)"
+            )
+        rows = iter(ds)
+        row = 0
+        while True:
+            try:
+                record = next(rows)
+            except StopIteration:
+                break
+            except Exception as e:  # a bad data file surfaces here, mid-stream
+                raise ExpertlmError(
+                    f"{src}[row {row + 1}]: cannot be read ({type(e).__name__}: {e})"
+                ) from None
+            row += 1
+            if (doc := self._doc(record, f"{src}[row {row}]")) is not None:
+                yield doc
+        for f in src.local_files():
+            self.on_bytes(f.stat().st_size)
+
 
 class _LineTracker:
     """Feeds decoded lines to csv.reader while remembering the current physical line number."""
@@ -346,16 +455,25 @@ class _LineTracker:
 
 
 def read_sources(
-    files: list[Path],
+    files: list[Source],
     cfg: CorpusConfig,
     stats: Counter,
     on_bytes: Callable[[int], None] = lambda n: None,
     roots: tuple[Path, ...] = (),
 ) -> Iterator[RawDoc]:
-    """Documents of `files` in order; `roots` are the source folders (they name .txt ids)."""
+    """Documents of `files` (and datasets) in order; `roots` are the source folders (they
+    name .txt ids)."""
     reader = Reader(cfg, stats, on_bytes, roots)
     for path in files:
         yield from reader.read(path)
 
 
-__all__ = ["SUFFIXES", "RawDoc", "expand_sources", "parse_year", "read_sources"]
+__all__ = [
+    "SUFFIXES",
+    "HFSource",
+    "RawDoc",
+    "describe_source",
+    "expand_sources",
+    "parse_year",
+    "read_sources",
+]
