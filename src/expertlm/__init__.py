@@ -6,6 +6,7 @@ Every stage is one function here and one CLI verb with the same arguments:
     corpus_build      expertlm corpus build        sources -> corpus/
     corpus_pubmed     expertlm corpus pubmed       PubMed (E-utilities) -> FILE.jsonl.gz
     corpus_pmc        expertlm corpus pmc          PubMed Central OA (pubget) -> FILE.jsonl.gz
+    corpus_synth      expertlm corpus synth        seed -> synthetic field (literature, benchmark)
     bench_fetch       expertlm bench fetch         published benchmark -> folder
     tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
@@ -28,6 +29,7 @@ __all__ = [
     "corpus_build",
     "corpus_pmc",
     "corpus_pubmed",
+    "corpus_synth",
     "data_prepare",
     "eval_bench",
     "eval_compare",
@@ -54,6 +56,10 @@ def __getattr__(name: str):
         from expertlm.corpus.pmc import corpus_pmc
 
         return corpus_pmc
+    if name == "corpus_synth":
+        from expertlm.synth import corpus_synth
+
+        return corpus_synth
     if name == "bench_fetch":
         from expertlm.fetch import bench_fetch
 

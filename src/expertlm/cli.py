@@ -142,6 +142,66 @@ def corpus_build_cmd(
     )  # fmt: skip
 
 
+@corpus_app.command("synth")
+def corpus_synth_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    seed: Annotated[
+        int, typer.Option(help="Seed: the same seed and options give the same bytes.")
+    ] = 0,
+    field: Annotated[
+        str,
+        typer.Option(help="domain (neuroscience-like) or general (another field, same machinery)."),
+    ] = "domain",
+    papers: Annotated[int, typer.Option(help="Papers in the literature.")] = 2400,
+    noise: Annotated[
+        float, typer.Option(help="Fraction of published findings flipped, in [0, 0.5).")
+    ] = 0.1,
+    latent_only: Annotated[
+        bool,
+        typer.Option(
+            "--latent-only", help="Effects from latent vectors only; no class cues in the text."
+        ),
+    ] = False,
+    years: Annotated[str, typer.Option(help="Years of the literature, FIRST-LAST.")] = "2002-2022",
+    bench_year: Annotated[int, typer.Option(help="Year of the benchmark papers.")] = 2023,
+    bench_items: Annotated[
+        int, typer.Option(help="Forward benchmark items (pairs never reported).")
+    ] = 200,
+    seen_items: Annotated[
+        int, typer.Option(help="Memorisation-check items (pairs reported in the literature).")
+    ] = 100,
+    targets: Annotated[
+        int, typer.Option(help="Targets (structures; crop lines when general).")
+    ] = 18,
+    outcomes: Annotated[int, typer.Option(help="Outcome measures.")] = 9,
+    systems: Annotated[
+        int, typer.Option(help="Classes of the system attribute (the sections).")
+    ] = 3,
+    types: Annotated[int, typer.Option(help="Classes of the type attribute.")] = 2,
+    rank: Annotated[int, typer.Option(help="Dimension of the latent vectors.")] = 3,
+    holdout: Annotated[
+        int, typer.Option(help="Outcomes per target never reported (the forward pairs).")
+    ] = 3,
+    latent_noise: Annotated[
+        float, typer.Option(help="Spread of targets' latent vectors around their classes'.")
+    ] = 0.2,
+    min_findings: Annotated[int, typer.Option(help="Fewest findings per paper.")] = 2,
+    max_findings: Annotated[int, typer.Option(help="Most findings per paper.")] = 3,
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Generate a synthetic field: world, literature (a corpus source), benchmark, ceilings."""
+    from expertlm.synth import corpus_synth
+
+    corpus_synth(
+        out, overwrite=overwrite, show_progress=not no_progress, seed=seed, field=field,
+        papers=papers, noise=noise, latent_only=latent_only, years=years, bench_year=bench_year,
+        bench_items=bench_items, seen_items=seen_items, targets=targets, outcomes=outcomes,
+        systems=systems, types=types, rank=rank, holdout=holdout, latent_noise=latent_noise,
+        min_findings=min_findings, max_findings=max_findings,
+    )  # fmt: skip
+
+
 @corpus_app.command("pubmed")
 def corpus_pubmed_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl or .jsonl.gz).")],
