@@ -11,7 +11,9 @@ Every stage is one function here and one CLI verb with the same arguments:
     tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
     data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
-    train             expertlm train               shards/ -> runs/NAME/
+    train             expertlm train               shards/ -> runs/NAME/ (--lora: adapters)
+    merge             expertlm merge               model folders -> merged model folder
+    export            expertlm export              run -> plain model folder (--merge-lora)
     eval_bench        expertlm eval bench          model x benchmark -> results/NAME/
     eval_ppl          expertlm eval ppl            model x corpus -> results/NAME/ppl.json
     eval_compare      expertlm eval compare        results A x results B -> paired test
@@ -35,6 +37,8 @@ __all__ = [
     "eval_compare",
     "eval_humans",
     "eval_ppl",
+    "export",
+    "merge",
     "tokenizer_compare",
     "tokenizer_train",
     "train",
@@ -80,4 +84,12 @@ def __getattr__(name: str):
         from expertlm.train import train
 
         return train
+    if name == "merge":
+        from expertlm.merge import merge
+
+        return merge
+    if name == "export":
+        from expertlm.lora import export
+
+        return export
     raise AttributeError(f"module 'expertlm' has no attribute {name!r}")

@@ -459,6 +459,13 @@ def train_cmd(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")
     ] = None,
+    lora: Annotated[
+        str | None,
+        typer.Option(
+            help="Train LoRA adapters on the frozen --init model, e.g. r=8,alpha=16,dropout=0,"
+            "targets=c_attn,c_proj (any subset; checkpoints hold the adapters only)."
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's latest checkpoint.")
     ] = False,
@@ -476,8 +483,79 @@ def train_cmd(
         warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay,
         grad_clip=grad_clip, bf16=bf16, compile=compile_, fsdp=fsdp, val_every_steps=val_every_steps,
         log_every_steps=log_every_steps, ckpt_every_steps=ckpt_every_steps, keep_last=keep_last,
-        peak_tflops=peak_tflops, device=device,
+        peak_tflops=peak_tflops, device=device, **({"lora": lora} if lora is not None else {}),
     )  # fmt: skip
+
+
+@app.command("merge")
+def merge_cmd(
+    models: Annotated[
+        list[Path], typer.Argument(help="Model folders (same architecture and tokenizer).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder.")],
+    method: Annotated[
+        str, typer.Option(help="linear, slerp (two models), ties or task_arithmetic (need --base).")
+    ] = "linear",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="One weight per model, e.g. 0.7,0.3 (linear: normalised; default equal)."
+        ),
+    ] = None,
+    t: Annotated[
+        float | None, typer.Option("--t", help="slerp: 0 = first model, 1 = second (default 0.5).")
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="ties, task_arithmetic: the model the task vectors are relative to."),
+    ] = None,
+    density: Annotated[
+        float | None,
+        typer.Option(help="ties: fraction of each task vector kept, by magnitude (default 0.2)."),
+    ] = None,
+    lam: Annotated[
+        float | None,
+        typer.Option(
+            "--lambda", help="ties, task_arithmetic: scale of the merged task vector (default 1)."
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Merge same-architecture models tensor by tensor (linear, SLERP, TIES, task arithmetic)."""
+    from expertlm.merge import merge
+
+    merge(
+        models, out, method=method, weights=_floats(weights, "weights"), t=t, base=base,
+        density=density, lam=lam, overwrite=overwrite, show_progress=not no_progress,
+    )  # fmt: skip
+
+
+def _floats(value: str | None, key: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise ExpertlmError(
+            f"option --{key}: expected comma-separated numbers, e.g. 0.5,0.5 (got {value!r})"
+        ) from None
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder.")],
+    merge_lora: Annotated[
+        bool,
+        typer.Option("--merge-lora", help="Merge a LoRA run's adapters into its base model."),
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a run as a plain Hugging Face model folder (a LoRA run: --merge-lora)."""
+    from expertlm.lora import export
+
+    export(run, out, merge_lora=merge_lora, overwrite=overwrite)
 
 
 # --- eval ------------------------------------------------------------------------------------

@@ -124,6 +124,45 @@ class TokenizerConfig(StageConfig):
         return v
 
 
+class LoraOptions(StageConfig):
+    """LoRA adapters for `train --lora` (Hu et al. 2021, via `peft`): the base model is frozen
+    and only low-rank updates B A (scaled by alpha / r) of the target layers are trained."""
+
+    r: int = Field(8, ge=1)
+    """Rank of each adapter."""
+    alpha: float = Field(16.0, gt=0)
+    """Scale numerator: an adapter adds (alpha / r) B A x to its layer's output."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapters' input (0, as the presets' pretraining dropout)."""
+    targets: list[str] | None = None
+    """Module names to adapt (default: the architecture's attention and MLP projections, e.g.
+    c_attn, c_proj, c_fc for GPT-2; q_proj ... down_proj for Llama/Mistral/Qwen)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_spec(cls, v: Any) -> Any:
+        """`r=8,alpha=32,dropout=0.1,targets=c_attn,c_proj` (the CLI's form) -> a dict: a
+        comma-separated item without `=` continues the list of the key before it."""
+        if not isinstance(v, str):
+            return v
+        out: dict[str, Any] = {}
+        key = None
+        for item in (i.strip() for i in v.split(",")):
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            if sep:
+                key = name.strip()
+                out[key] = [value.strip()] if key == "targets" else value.strip()
+            elif key == "targets":
+                out[key].append(item)
+            else:
+                raise ValueError(
+                    f"expected KEY=VALUE items (r, alpha, dropout, targets), got {item!r}"
+                )
+        return out
+
+
 class TrainConfig(StageConfig):
     """Options of `train`."""
 
@@ -184,6 +223,25 @@ class TrainConfig(StageConfig):
     """Peak TFLOP/s of one device, for the MFU estimate."""
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda when available)."""
+    lora: LoraOptions | None = None
+    """Train LoRA adapters on the frozen `init` model instead of all weights (a dict of
+    `LoraOptions`, or their `r=8,alpha=32,...` string; `{}` or true for the defaults).
+    Checkpoints and the run folder then hold the adapters only (`docs/adaptation.md`)."""
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora_on(cls, v: Any) -> Any:
+        return {} if v is True else None if v is False else v
+
+    @model_validator(mode="after")
+    def _lora_needs_a_pretrained_model(self) -> TrainConfig:
+        if self.lora is not None and self.init == "scratch":
+            raise ValueError(
+                "--lora needs --init (a pretrained model folder or hub id): LoRA freezes the "
+                "base weights, and a frozen random model cannot be taught by low-rank updates "
+                "(train from scratch without --lora)"
+            )
+        return self
 
 
 class ScoringOptions(StageConfig):

@@ -4,7 +4,7 @@ One readable loop (nanoGPT-style); factored out are the schedule (`lr_at`), the 
 (`Windows`), evaluation (`val_loss`) and checkpoints (`save_checkpoint`, `load_checkpoint`).
 A checkpoint holds everything the next step depends on (weights, optimizer, RNG states, step,
 data position), so a run killed at any moment and resumed takes the same steps, bit for bit on
-CPU in float32.
+CPU in float32. With `lora`, the weights a checkpoint holds are the adapters only (`lora.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from expertlm import dist
+from expertlm import dist, lora
 from expertlm.config import TrainConfig
 from expertlm.console import console, info, progress_enabled, warn
 from expertlm.errors import ExpertlmError
@@ -154,21 +154,27 @@ def train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, c
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict, tokenizer_dir: Path, d: dist.Dist,
-                    arch: str) -> None:  # fmt: skip
+                    arch: str, base: dict | None = None) -> None:  # fmt: skip
     """A Hugging Face model folder plus trainer_state/, written atomically by rank 0. Every rank
-    must call it: the full state dicts are gathered from the shards (FSDP) or copied (DDP)."""
+    must call it: the full state dicts are gathered from the shards (FSDP) or copied (DDP).
+    A LoRA model (`base`: its base.json) saves its adapters instead of a model folder."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    # LoRA: the frozen base is not saved, it is `base`'s files
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True,
+                            ignore_frozen_params=base is not None)  # fmt: skip
     model_sd, optim_sd = get_state_dict(model, optimizer, options=full)  # keyed by parameter name
     if not d.main:
         return
     with atomic_dir(path, overwrite=True) as tmp:
-        model.save_pretrained(tmp, state_dict=model_sd, safe_serialization=True)
-        config = read_json(tmp / "config.json")
-        write_json(
-            tmp / "config.json", config | {"architectures": [arch]}
-        )  # FSDP renames the class
+        if base is not None:
+            lora.save_adapters(tmp, model, model_sd, base)
+        else:
+            model.save_pretrained(tmp, state_dict=model_sd, safe_serialization=True)
+            config = read_json(tmp / "config.json")
+            write_json(
+                tmp / "config.json", config | {"architectures": [arch]}
+            )  # FSDP renames the class
         for f in tokenizer_dir.iterdir():
             shutil.copy2(f, tmp / f.name)
         (tmp / STATE_DIR).mkdir()
@@ -189,14 +195,18 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
-    """Restore weights, optimizer and RNG state into a (possibly wrapped or sharded) model."""
+    """Restore weights (a LoRA model: its adapters), optimizer and RNG state into a (possibly
+    wrapped or sharded) model."""
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
+    weights = path / "model.safetensors"
+    # a tied lm_head is not saved, nor a LoRA model's frozen base: strict=False
+    model_sd = load_file(weights) if weights.is_file() else lora.load_adapter_state(path, model)
     set_state_dict(
         model,
         optimizer,
-        model_state_dict=load_file(path / "model.safetensors"),  # a tied lm_head is not saved
+        model_state_dict=model_sd,
         optim_state_dict=torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True),
         options=StateDictOptions(full_state_dict=True, strict=False),
     )
@@ -266,7 +276,12 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         cfg = _resumed_config(cfg, read_json(ckpt / STATE_DIR / "state.json"))
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = _model(cfg, meta, shards).to(d.device)
+    model = _model(cfg, meta, shards)
+    base = None  # LoRA: the frozen base's pointer (base.json)
+    if cfg.lora is not None:
+        base = lora.base_info(cfg.init, resumed_from=ckpt)
+        model = lora.wrap(model, cfg.lora, base["path"])
+    model = model.to(d.device)
     # GPT-2 calls it n_positions; Llama, Mistral, Qwen... max_position_embeddings
     max_context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     context = cfg.context or max_context
@@ -332,6 +347,13 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         "grad_accum": accum, "world_size": d.world, "total_steps": total_steps, "lr": lr, "warmup_steps": warmup,
         "parameters": counts, "flops_per_token": fpt, "device": str(d.device),
     }  # fmt: skip
+    if base is not None:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        run_info["lora"] = {"base": base, "trainable_parameters": trainable}
+        if d.main and ckpt is None:
+            info(
+                f"lora: {trainable:,} trainable adapter parameters on the frozen base {base['path']}"
+            )
 
     metrics = open(run / "metrics.jsonl", "a", encoding="utf-8") if d.main else None  # noqa: SIM115
     board = _tensorboard(run / "tensorboard") if d.main else None
@@ -399,7 +421,7 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                          "wall_s": wall_before + time.time() - t_start,
                          "config": cfg.model_dump(mode="json")}  # fmt: skip
                 last_ckpt = run / CKPT_DIR / f"step-{step:08d}"
-                save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir, d, arch)
+                save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir, d, arch, base)
                 if d.main:
                     if val < best:
                         shutil.copytree(last_ckpt, run / "best.tmp", dirs_exist_ok=True)
