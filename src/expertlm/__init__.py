@@ -18,6 +18,9 @@ Every stage is one function here and one CLI verb with the same arguments:
     eval_ppl          expertlm eval ppl            model x corpus -> results/NAME/ppl.json
     eval_compare      expertlm eval compare        results A x results B -> paired test
     eval_humans       expertlm eval humans         participant data -> results/NAME/
+    run               expertlm run                 experiment.yaml -> every stage, cached
+    report            expertlm report              run folder -> report/ (HTML, Markdown, PNG)
+    demo              expertlm demo                the bundled synthetic experiment, offline
 """
 
 from expertlm.errors import ExpertlmError
@@ -39,6 +42,9 @@ __all__ = [
     "eval_ppl",
     "export",
     "merge",
+    "demo",
+    "report",
+    "run",
     "tokenizer_compare",
     "tokenizer_train",
     "train",
@@ -80,6 +86,14 @@ def __getattr__(name: str):
         from expertlm import evaluate
 
         return getattr(evaluate, name)
+    if name in ("run", "demo"):
+        from expertlm import experiment
+
+        return getattr(experiment, name)
+    if name == "report":
+        from expertlm.report import report
+
+        return report
     if name == "train":
         from expertlm.train import train
 

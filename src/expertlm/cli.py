@@ -715,6 +715,61 @@ def eval_humans_cmd(
                 seed=seed)  # fmt: skip
 
 
+# --- run, report, demo -------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_cmd(
+    experiment: Annotated[Path, typer.Argument(help="Experiment file (YAML).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: runs/NAME).")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A named profile of overrides in the file (e.g. quick).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Validate and print the plan with token and FLOP budgets."),
+    ] = False,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Do not write the report.")
+    ] = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """Run an experiment: every stage in dependency order, skipping what is up to date."""
+    from expertlm.experiment import run
+
+    run(experiment, out=out, profile=profile, dry_run=dry_run, report=not no_report,
+        show_progress=not no_progress)  # fmt: skip
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="An experiment's output folder.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: RUN_DIR/report).")
+    ] = None,
+) -> None:
+    """Figures and tables of an experiment: index.html, report.md, PNGs, tables.csv."""
+    from expertlm.report import report
+
+    report(run_dir, out)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A tiny version in under two minutes (for tests).")
+    ] = False,
+    no_progress: NoProgress = False,
+) -> None:
+    """The paper's experiment on the bundled synthetic field, offline, with its report."""
+    from expertlm.experiment import demo
+
+    demo(out, quick=quick, show_progress=not no_progress)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)

@@ -1,0 +1,190 @@
+"""experiment.py / plan.py / report.py: validation before compute (every problem, by key), the
+quick demo through every stage, caching by content hash (an edit reruns only what it touches),
+the report's numbers equal to the results files', and the paper's grid planned offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from expertlm.errors import ExpertlmError
+from expertlm.experiment import load_experiment, plan_experiment, run, training_budget
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "expertlm" / "configs"
+
+
+def write_yaml(path: Path, obj) -> Path:
+    path.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def minimal(**over):
+    exp = {
+        "name": "t",
+        "corpora": {"d": {"synth": {"papers": 60, "bench_items": 8, "seen_items": 4}}},
+        "tokenizers": {"d": {"corpus": "d", "vocab_size": 600}},
+        "benchmarks": {"fwd": {"corpus": "d"}},
+        "variants": [{"name": "a", "tokenizer": "d", "preset": "gpt2-tiny", "train": None}],
+    }
+    exp.update(over)
+    return exp
+
+
+def test_every_problem_is_reported_at_once_by_key(tmp_path):
+    exp = minimal(
+        colour="blue",
+        variants=[
+            {"name": "a", "tokenizer": "nope", "train": None},
+            {"name": "b", "tokenizer": "d", "data": "d", "train": {"lr": -1, "max_stepz": 3}},
+            {"name": "c", "init": "variant:d2", "data": "d"},
+            {"name": "d2", "init": "variant:c", "data": "d"},
+            {"name": "e", "init": "variant:b", "tokenizer": "other", "data": "d"},
+            {"name": "f", "tokenizer": "d", "data": "missing"},
+        ],
+    )
+    p = write_yaml(tmp_path / "exp.yaml", exp)
+    with pytest.raises(ExpertlmError) as e:  # the schema first: the unknown top-level key
+        plan_experiment(p, out=tmp_path / "out")
+    assert f"{p}: key 'colour': unknown key" in str(e.value)
+    del exp["colour"]
+    write_yaml(p, exp)
+    with pytest.raises(ExpertlmError) as e:
+        plan_experiment(p, out=tmp_path / "out")
+    msg = str(e.value)
+    for expected in (
+        "key 'variants.0.tokenizer': unknown tokenizer 'nope'",
+        "key 'variants.1.train.lr': Input should be greater than 0",
+        "key 'variants.1.train.max_stepz': unknown key",
+        "in a cycle",
+        "key 'variants.4.tokenizer': 'other' differs from the tokenizer of its init 'b'",
+        "key 'variants.5.data': unknown corpus 'missing'",
+    ):
+        assert expected in msg, msg
+    assert not (tmp_path / "out").exists()  # nothing was computed
+
+
+def test_missing_files_and_bad_yaml(tmp_path):
+    exp = minimal(benchmarks={"bb": {"path": "nope.csv"}}, humans={"path": "people.csv"})
+    p = write_yaml(tmp_path / "exp.yaml", exp)
+    with pytest.raises(ExpertlmError) as e:
+        plan_experiment(p, out=tmp_path / "out")
+    assert "key 'benchmarks.bb.path'" in str(e.value) and "nope.csv: no such benchmark file" in str(
+        e.value
+    )
+    assert "key 'humans.path'" in str(e.value)
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ExpertlmError, match=r"bad.yaml:\d+: not valid YAML"):
+        load_experiment(tmp_path / "bad.yaml")
+    with pytest.raises(ExpertlmError, match="no profile 'fast'"):
+        load_experiment(p, profile="fast")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """The bundled demo's quick profile, run once for the module."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    manifest = run(CONFIGS / "demo.yaml", out=out, profile="quick", show_progress=False)
+    return out, manifest
+
+
+def stage_keys(out: Path) -> dict[str, str]:
+    return {str(p.parent.relative_to(out)): json.loads(p.read_text())["key"]
+            for p in out.rglob(".expertlm-stage.json")}  # fmt: skip
+
+
+def test_quick_demo_runs_every_stage(quick):
+    out, manifest = quick
+    names = [v["name"] for v in manifest["variants"]]
+    assert names == [
+        "untrained",
+        "general",
+        "scratch-general-tok",
+        "general-then-domain",
+        "scratch-domain-tok",
+    ]
+    for v in manifest["variants"]:
+        seed = v["seeds"]["0"]
+        assert (Path(seed["model"]) / "config.json").is_file()
+        for b in ("forward", "seen"):
+            assert (Path(seed["results"][b]) / "summary.json").is_file()
+        assert set(seed["ppl"]) == {"domain", "general"}
+    # the continued variant started from the general model and kept its tokenizer
+    run_json = json.loads(
+        (out / "runs" / "general-then-domain" / "seed-0" / "run.json").read_text()
+    )
+    assert run_json["config"]["init"] == str(out / "runs" / "general" / "seed-0")
+    assert (out / "shards" / "domain--general" / "meta.json").is_file()
+    # decontamination of the domain corpus against its benchmarks removed nothing
+    m = json.loads((out / "corpora" / "domain" / "manifest.json").read_text())
+    assert m["decontamination"]["items_leaked"] == 0
+    for f in (
+        "index.html",
+        "report.md",
+        "accuracy.png",
+        "calibration.png",
+        "loss.png",
+        "tables.csv",
+    ):
+        assert (out / "report" / f).is_file(), f
+
+
+def test_report_numbers_equal_the_results_files(quick):
+    out, _ = quick
+    with open(out / "report" / "tables.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    checked = 0
+    for r in rows:
+        src = Path(r["source"])
+        if r["table"] != "accuracy" or not src.is_file():
+            continue
+        summary = json.loads(src.read_text())
+        value = summary
+        for part in r["quantity"].split("."):
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        assert float(r["value"]) == float(value), r
+        checked += 1
+    assert checked >= 5 * 2 * 4  # 5 variants x 2 benchmarks x (accuracy, 2 CI ends, n)
+    html = (out / "report" / "index.html").read_text()
+    acc = json.loads(
+        (out / "results" / "scratch-domain-tok" / "seed-0" / "forward" / "summary.json").read_text()
+    )
+    assert f"{acc['accuracy']:.3f}" in html and "data:image/png;base64," in html
+
+
+def test_rerun_skips_everything_and_an_edit_reruns_only_what_it_touches(quick, tmp_path):
+    out, _ = quick
+    before = stage_keys(out)
+    run(CONFIGS / "demo.yaml", out=out, profile="quick", show_progress=False, report=False)
+    assert stage_keys(out) == before
+    mtimes = {k: (out / k / ".expertlm-stage.json").stat().st_mtime_ns for k in before}
+    exp = yaml.safe_load((CONFIGS / "demo.yaml").read_text())
+    exp["profiles"]["quick"]["variants"]["scratch-domain-tok"]["train"]["max_tokens"] = 2048
+    edited = write_yaml(tmp_path / "demo.yaml", exp)
+    run(edited, out=out, profile="quick", show_progress=False, report=False)
+    after = {k: (out / k / ".expertlm-stage.json").stat().st_mtime_ns for k in before}
+    changed = sorted(k for k in before if after[k] != mtimes[k])
+    assert changed == [
+        "results/scratch-domain-tok/seed-0/forward", "results/scratch-domain-tok/seed-0/ppl-domain",
+        "results/scratch-domain-tok/seed-0/ppl-general", "results/scratch-domain-tok/seed-0/seen",
+        "runs/scratch-domain-tok/seed-0",
+    ]  # fmt: skip
+
+
+def test_the_papers_grid_is_planned_offline_with_budgets(tmp_path):
+    plan = plan_experiment(CONFIGS / "neuro-gpt2.yaml", out=tmp_path / "neuro")
+    trains = [st for st in plan.stages if st.kind == "train"]
+    assert [st.label for st in trains] == [
+        "train scratch-gpt2-tok seed 0", "train finetuned-gpt2 seed 0", "train scratch-neuro-tok seed 0",
+        "train medium-scratch-neuro-tok seed 0", "train large-scratch-neuro-tok seed 0",
+    ]  # fmt: skip
+    budgets = {st.label: training_budget(plan, st) for st in trains}
+    small = budgets["train scratch-gpt2-tok seed 0"]
+    assert small["tokens"] == 6_500_000_000
+    assert 124e6 < small["parameters"] < 125e6  # GPT-2 small with its 50,257-token vocabulary
+    assert budgets["train medium-scratch-neuro-tok seed 0"]["flops"] > 2.5 * small["flops"]
+    assert budgets["train finetuned-gpt2 seed 0"]["parameters"] == small["parameters"]
+    assert not (tmp_path / "neuro").exists()
