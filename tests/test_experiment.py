@@ -105,10 +105,13 @@ def test_quick_demo_runs_every_stage(quick):
         "scratch-general-tok",
         "general-then-domain",
         "scratch-domain-tok",
+        "general-then-domain-lora",
+        "merged",
     ]
     for v in manifest["variants"]:
         seed = v["seeds"]["0"]
-        assert (Path(seed["model"]) / "config.json").is_file()
+        model = Path(seed["model"])
+        assert (model / "config.json").is_file() or (model / "adapter_config.json").is_file()
         for b in ("forward", "seen"):
             assert (Path(seed["results"][b]) / "summary.json").is_file()
         assert set(seed["ppl"]) == {"domain", "general"}
@@ -147,7 +150,13 @@ def test_report_numbers_equal_the_results_files(quick):
             value = value[int(part)] if isinstance(value, list) else value[part]
         assert float(r["value"]) == float(value), r
         checked += 1
-    assert checked >= 5 * 2 * 4  # 5 variants x 2 benchmarks x (accuracy, 2 CI ends, n)
+    assert checked >= 7 * 2 * 4  # 7 variants x 2 benchmarks x (accuracy, 2 CI ends, n)
+    # the LoRA run holds adapters over the general model; the merge records its recipe
+    assert (
+        out / "runs" / "general-then-domain-lora" / "seed-0" / "adapter_model.safetensors"
+    ).is_file()
+    recipe = json.loads((out / "runs" / "merged" / "seed-0" / "merge.json").read_text())
+    assert recipe["method"] == "slerp"
     html = (out / "report" / "index.html").read_text()
     acc = json.loads(
         (out / "results" / "scratch-domain-tok" / "seed-0" / "forward" / "summary.json").read_text()

@@ -373,11 +373,17 @@ class SynthConfig(StageConfig):
         lex = LEXICONS[self.field]
         problems = []
         if self.years[0] > self.years[1]:
-            problems.append(f"--years {self.years[0]}-{self.years[1]}: the first year is after the last")
+            problems.append(
+                f"--years {self.years[0]}-{self.years[1]}: the first year is after the last"
+            )
         if self.bench_year <= self.years[1]:
-            problems.append(f"--bench-year {self.bench_year} is not after the literature's last year {self.years[1]}")
+            problems.append(
+                f"--bench-year {self.bench_year} is not after the literature's last year {self.years[1]}"
+            )
         if self.systems > len(lex.systems):
-            problems.append(f"--systems {self.systems}: the {self.field} field has {len(lex.systems)}")
+            problems.append(
+                f"--systems {self.systems}: the {self.field} field has {len(lex.systems)}"
+            )
         if self.types > len(lex.types):
             problems.append(f"--types {self.types}: the {self.field} field has {len(lex.types)}")
         if self.targets < self.systems * self.types:
@@ -386,7 +392,9 @@ class SynthConfig(StageConfig):
                 f"(--systems {self.systems} x --types {self.types} = {self.systems * self.types})"
             )
         if self.min_findings > self.max_findings:
-            problems.append(f"--min-findings {self.min_findings} is above --max-findings {self.max_findings}")
+            problems.append(
+                f"--min-findings {self.min_findings} is above --max-findings {self.max_findings}"
+            )
         if self.holdout > self.outcomes - self.max_findings:
             problems.append(
                 f"--holdout {self.holdout}: each target needs --max-findings {self.max_findings} "

@@ -140,7 +140,11 @@ class VariantSpec(_Spec):
     model: dict[str, Any] = {}
     """Overrides of the preset's fields."""
     train: dict[str, Any] | None = {}
-    """Options of `train`; null: not trained (evaluated as initialised)."""
+    """Options of `train` (lora: {r, alpha, ...} for LoRA); null: not trained (evaluated as
+    initialised)."""
+    merge: dict[str, Any] | None = None
+    """A merge of other variants instead of training: {method: linear|slerp|ties|task_arithmetic,
+    models: [variant names], weights, t, base (a variant), density, lam}."""
     seeds: list[int] | None = None
 
 

@@ -36,6 +36,7 @@ from expertlm.stages import (
     act_eval_humans,
     act_eval_ppl,
     act_init_model,
+    act_merge,
     act_pubmed,
     act_synth,
     act_tokenizer_compare,
@@ -325,11 +326,18 @@ class Plan:
                 return
             state[i] = 1
             v = self.spec.variants[i]
-            if v.init.startswith("variant:"):
-                dep = v.init.removeprefix("variant:")
+            deps = (
+                [("init", v.init.removeprefix("variant:"))] if v.init.startswith("variant:") else []
+            )
+            if v.merge is not None:
+                models = v.merge.get("models") or []
+                deps += [("merge.models", m) for m in models if isinstance(m, str)]
+                if isinstance(v.merge.get("base"), str) and v.merge["base"] in index:
+                    deps.append(("merge.base", v.merge["base"]))
+            for where, dep in deps:
                 if dep not in index:
                     self.problem(
-                        f"variants.{i}.init",
+                        f"variants.{i}.{where}",
                         f"unknown variant '{dep}' (variants: {', '.join(index)})",
                     )
                 else:
@@ -346,6 +354,9 @@ class Plan:
         spec, out = self.spec, self.out
         vp = VariantPlan(v, v.seeds or spec.seeds)
         self.variants[v.name] = vp
+        if v.merge is not None:
+            self._merge_variant(key, v, vp)
+            return
         init_variant = None
         init_ref: Stage | None = None
         if v.init.startswith("variant:"):
@@ -422,9 +433,10 @@ class Plan:
                 self.problem(
                     f"{key}.train.{reserved}", f"set {reserved} on the variant, not under train"
                 )
-        self.check_options(
-            TrainConfig, {**train_opts, "preset": v.preset, "model": v.model}, f"{key}.train"
-        )
+        # (init only matters here as scratch or not: the model itself comes later)
+        init_kind = "scratch" if v.init == "scratch" else "pretrained"
+        self.check_options(TrainConfig, {**train_opts, "preset": v.preset, "model": v.model, "init": init_kind},
+                           f"{key}.train")  # fmt: skip
         shards = self._shards(
             v.data, tok, v.tokenizer or (init_variant.spec.tokenizer if init_variant else v.init)
         )
@@ -448,6 +460,56 @@ class Plan:
             vp.models[seed] = self.add(Stage(
                 "train", f"train {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}", cfg, deps,
                 lambda st, s=shards, c=cfg: act_train(st, s.out, c, self.show_progress), model_digest, resumable=True,
+            ))  # fmt: skip
+
+    def _merge_variant(self, key: str, v: VariantSpec, vp: VariantPlan) -> None:
+        """A variant that merges other variants' models (seed by seed) instead of training."""
+        m = dict(v.merge)
+        models = m.pop("models", None)
+        if not isinstance(models, list) or not models:
+            self.problem(f"{key}.merge.models", "a merge needs a list of variant names")
+            return
+        parents = [self.variants.get(n) for n in models]
+        base = m.pop("base", None)
+        base_plan = self.variants.get(base) if isinstance(base, str) else None
+        if base is not None and base_plan is None:
+            self.problem(f"{key}.merge.base", f"unknown variant '{base}'")
+        allowed = {"method", "weights", "t", "density", "lam"}
+        for k in m:
+            if k not in allowed:
+                self.problem(
+                    f"{key}.merge.{k}",
+                    f"unknown key (merge keys: models, base, {', '.join(sorted(allowed))})",
+                )
+        if any(p is None or p.tokenizer is None for p in parents) or (
+            base is not None and base_plan is None
+        ):
+            return  # reported by the ordering
+        toks = {id(p.tokenizer) for p in parents} | (
+            {id(base_plan.tokenizer)} if base_plan else set()
+        )
+        if len(toks) > 1:
+            self.problem(f"{key}.merge.models", "merged models must share one tokenizer: "
+                         + ", ".join(f"{p.spec.name} ({p.spec.tokenizer or p.spec.init})" for p in parents))  # fmt: skip
+            return
+        if v.train not in ({}, None) or v.data is not None:
+            self.problem(
+                f"{key}.merge", "a merged variant is not trained (leave out train and data)"
+            )
+        vp.tokenizer = parents[0].tokenizer
+        for seed in vp.seeds:
+            pick = [p.models.get(seed) or next(iter(p.models.values())) for p in parents]
+            base_st = (
+                (base_plan.models.get(seed) or next(iter(base_plan.models.values())))
+                if base_plan
+                else None
+            )
+            cfg = {**m, "seed": seed}
+            deps = [*pick, *([base_st] if base_st else [])]
+            vp.models[seed] = self.add(Stage(
+                "merge", f"merge {v.name} seed {seed}", self.out / "runs" / v.name / f"seed-{seed}", cfg, deps,
+                lambda st, ms=pick, b=base_st, o=m: act_merge(st, [x.out for x in ms], b.out if b else None, o, self.show_progress),
+                model_digest,
             ))  # fmt: skip
 
     def _shards(self, corpus: str, tok: Stage, tok_name: str) -> Stage:
@@ -565,7 +627,8 @@ class Plan:
             "tokenizer_comparison": str(self.tokenizer_comparison.out / "tokenizers.json") if self.tokenizer_comparison else None,
             "variants": [
                 {"name": n, "label": vp.spec.label or n, "tokenizer": vp.spec.tokenizer, "init": vp.spec.init,
-                 "data": vp.spec.data, "trained": vp.spec.train is not None, "preset": vp.spec.preset,
+                 "data": vp.spec.data, "trained": vp.spec.train is not None and vp.spec.merge is None,
+                 "merge": vp.spec.merge, "preset": vp.spec.preset,
                  "seeds": {str(s): {"model": str(m.out),
                                     "results": {b: str(r.out) for b, r in vp.results.get(s, {}).items()},
                                     "ppl": {c: str(r.out) for c, r in vp.ppl.get(s, {}).items()}}

@@ -191,6 +191,12 @@ def act_train(st: Stage, shards: Path, cfg: dict, show: bool) -> None:
     pending.unlink(missing_ok=True)
 
 
+def act_merge(st: Stage, models: list[Path], base: Path | None, options: dict, show: bool) -> None:
+    from expertlm.merge import merge
+
+    merge(models, st.out, base=base, overwrite=True, show_progress=show, **options)
+
+
 def act_eval_bench(st: Stage, model: Path, bench: Path, cfg: dict, show: bool) -> None:
     from expertlm.evaluate import eval_bench
 

@@ -38,7 +38,7 @@ def test_demo_quick_writes_the_report(demo):
     assert f"report: {out / 'report' / 'index.html'}" in proc.stderr
     for f in ("index.html", "report.md", "accuracy.png", "tables.csv"):
         assert (out / "report" / f).is_file()
-    assert "35 of 35 stages ran" in proc.stderr
+    assert "45 of 45 stages ran" in proc.stderr
 
 
 @pytest.mark.skipif(
