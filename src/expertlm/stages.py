@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,24 +151,9 @@ def act_data_prepare(st: Stage, corpus: Path, tokenizer: Path, show: bool) -> No
 
 
 def act_init_model(st: Stage, tokenizer: Path, cfg: dict) -> None:
-    """An untrained model: the preset, initialised with the seed, and the tokenizer's files."""
-    from expertlm.io import atomic_dir
-    from expertlm.models import build_model, gpt2_config
-    from expertlm.tokenizer import load_handle
+    from expertlm.models import save_untrained
 
-    handle = load_handle(tokenizer)
-    model = build_model(
-        gpt2_config(cfg["preset"], handle.vocab_size, handle.eot_id, cfg["model"]), cfg["seed"]
-    )
-    with atomic_dir(st.out, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        for f in Path(tokenizer).iterdir():
-            if (
-                f.is_file()
-                and f.name.startswith("tokenizer")
-                or f.name in ("vocab.json", "merges.txt", "special_tokens_map.json")
-            ):
-                shutil.copy(f, tmp / f.name)
+    save_untrained(tokenizer, st.out, cfg["preset"], cfg["model"], cfg["seed"], overwrite=True)
 
 
 def act_train(st: Stage, shards: Path, cfg: dict, show: bool) -> None:
