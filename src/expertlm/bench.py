@@ -14,18 +14,15 @@ done unambiguously and drops the rest.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import read_lines, sha256_file
+from expertlm.io import csv_rows, read_lines, sha256_file
 
 BRAINBENCH_COLUMNS = (
     "doi",
@@ -156,34 +153,19 @@ def _check_nonempty(item: BenchItem, src: str) -> None:
 
 
 def _read_csv(path: Path) -> list[tuple[BenchItem, str]]:
-    csv.field_size_limit(sys.maxsize)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ExpertlmError(f"{path}: not valid UTF-8 (at byte {e.start})") from None
-    # newline="": only \n and \r end a CSV line (str.splitlines also splits at U+0085, U+2028,
-    # form feed, ..., which can occur inside an abstract).
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    cols = reader.fieldnames or []
-    missing = [c for c in ("original_abstract", "incorrect_abstract") if c not in cols]
-    if missing:
-        raise ExpertlmError(
-            f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
-        )
     rows = []
-    try:
-        for row_no, row in enumerate(reader, 1):
-            item = BenchItem(
-                id=(row.get("doi") or "").strip() or f"row{row_no}",
-                section=(row.get("journal_section") or "").strip(),
-                original=row["original_abstract"] or "",
-                altered=row["incorrect_abstract"] or "",
-                combined=row.get("combined_abstract") or "",
-                row=row_no,
-            )
-            rows.append((item, where(path, reader.line_num)))
-    except csv.Error as e:
-        raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+    for row_no, (line, row) in enumerate(
+        csv_rows(path, ("original_abstract", "incorrect_abstract")), 1
+    ):
+        item = BenchItem(
+            id=(row.get("doi") or "").strip() or f"row{row_no}",
+            section=(row.get("journal_section") or "").strip(),
+            original=row["original_abstract"] or "",
+            altered=row["incorrect_abstract"] or "",
+            combined=row.get("combined_abstract") or "",
+            row=row_no,
+        )
+        rows.append((item, where(path, line)))
     return rows
 
 
@@ -284,25 +266,22 @@ def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) ->
     def problem(kind: str, detail: str, action: str) -> None:
         bench.problems.append(MarkerProblem(item.row, src, item.id, kind, detail, action))
 
+    def unusable(kind: str, detail: str) -> BenchItem | None:
+        """Markers that cannot give the two versions: --repair drops the row, else the columns."""
+        if repair:
+            bench.dropped += 1
+            problem(kind, detail, "dropped")
+            return None
+        problem(kind, detail, "kept (full-text columns used)")
+        return item
+
     columns = (_norm(item.original), _norm(item.altered))
     try:
         parts = parse_markers(item.combined)
     except MarkerError as e:
-        if repair:
-            bench.dropped += 1
-            problem("malformed", str(e), "dropped")
-            return None
-        problem("malformed", str(e), "kept (full-text columns used)")
-        return item
-    n_markers = sum(isinstance(p, tuple) for p in parts)
-    if n_markers == 0:
-        detail = "no [[original, altered]] marker in combined_abstract"
-        if repair:
-            bench.dropped += 1
-            problem("malformed", detail, "dropped")
-            return None
-        problem("malformed", detail, "kept (full-text columns used)")
-        return item
+        return unusable("malformed", str(e))
+    if not any(isinstance(p, tuple) for p in parts):
+        return unusable("malformed", "no [[original, altered]] marker in combined_abstract")
     readings = _readings(parts)
     ambiguous = [p for p in parts if isinstance(p, tuple) and len(p) > 1]
     if not ambiguous:
@@ -323,13 +302,8 @@ def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) ->
         problem("ambiguous", f"comma inside an alternative in {shown} (the full-text columns pick one reading)",
                 "kept (full-text columns agree with one reading)")  # fmt: skip
         return item
-    detail = f"comma inside an alternative in {shown}; the full-text columns match {'none' if not matching else 'several'} of {len(readings)} readings"
-    if repair:
-        bench.dropped += 1
-        problem("ambiguous", detail, "dropped")
-        return None
-    problem("ambiguous", detail, "kept (full-text columns used)")
-    return item
+    return unusable("ambiguous", f"comma inside an alternative in {shown}; the full-text columns match "
+                    f"{'none' if not matching else 'several'} of {len(readings)} readings")  # fmt: skip
 
 
 def _first_difference(orig: str, alt: str, item: BenchItem) -> str:

@@ -11,10 +11,7 @@ highest self-rated expertise (pandas' `nlargest`, first rows first on ties), as 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ import numpy as np
 
 from expertlm import stats
 from expertlm.errors import ExpertlmError, where
+from expertlm.io import csv_rows
 
 REQUIRED = ("pid", "expertise", "confidence", "correct", "abstract_id", "journal_section")
 AUTHORS = ("human", "machine", "all")
@@ -55,21 +53,9 @@ def read_trials(path: str | Path) -> list[Trial]:
     path = Path(path)
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such participant data file")
-    csv.field_size_limit(sys.maxsize)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ExpertlmError(f"{path}: not valid UTF-8 (at byte {e.start})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    cols = reader.fieldnames or []
-    missing = [c for c in REQUIRED if c not in cols]
-    if missing:
-        raise ExpertlmError(
-            f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
-        )
     trials = []
-    for row in reader:
-        src = where(path, reader.line_num)
+    for line, row in csv_rows(path, REQUIRED):
+        src = where(path, line)
         correct = _number(row["correct"], src, "correct")
         if correct not in (0, 1):
             raise ExpertlmError(
@@ -86,7 +72,7 @@ def read_trials(path: str | Path) -> list[Trial]:
             author, rest = "", section
         trials.append(Trial(
             pid=row["pid"].strip(), expertise=expertise, confidence=confidence, correct=int(correct),
-            abstract_id=_id(row["abstract_id"]), author=author, section=rest, line=reader.line_num,
+            abstract_id=_id(row["abstract_id"]), author=author, section=rest, line=line,
         ))  # fmt: skip
     if not trials:
         raise ExpertlmError(f"{path}: no trials")
