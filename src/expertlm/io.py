@@ -156,36 +156,34 @@ def read_lines(
 
 
 def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple[int, dict]]:
-    """`(line, row)` of a UTF-8 CSV (a BOM is dropped) as dicts, after checking that the header
-    has every `required` column; `line` is where the row ends. Only \\n and \\r end a line
-    (newline=""): str.splitlines would also split at U+0085, U+2028, form feed, ..., which can
-    occur inside a field. A malformed row is an error naming the file and line."""
+    """`(line, row)` of a UTF-8 CSV (a BOM is dropped) as dicts, streamed, after checking that
+    the header has every `required` column; `line` is where the row ends. Only \\n and \\r end a
+    line (newline=""): str.splitlines would also split at U+0085, U+2028, form feed, ..., which
+    can occur inside a field. A missing file, a missing column, bad UTF-8 or a malformed row is an
+    error naming the file (and line)."""
     import csv
 
     path = Path(path)
-    csv.field_size_limit(sys.maxsize)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ExpertlmError(f"{path}: not valid UTF-8 (at byte {e.start})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    cols = reader.fieldnames or []
-    missing = [c for c in required if c not in cols]
-    if missing:
-        raise ExpertlmError(
-            f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
-        )
-    return _numbered(reader, path)
-
-
-def _numbered(reader, path: Path) -> Iterator[tuple[int, dict]]:
-    import csv
-
-    try:
-        for row in reader:
-            yield reader.line_num, row
-    except csv.Error as e:
-        raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+    if not path.is_file():
+        raise ExpertlmError(f"{path}: no such file")
+    csv.field_size_limit(sys.maxsize)  # abstracts and article bodies exceed the 128 KiB default
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            cols = reader.fieldnames or []
+            missing = [c for c in required if c not in cols]
+            if missing:
+                raise ExpertlmError(
+                    f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
+                )
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ExpertlmError(
+                f"{where(path, reader.line_num + 1)}: not valid UTF-8 ({e.reason})"
+            ) from None
 
 
 def iter_jsonl(

@@ -430,7 +430,7 @@ def _fig_accuracy(exp, data, acc_rows, humans, nums) -> bytes:
         ax.set_ylabel("accuracy")
         ax.set_title(b)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=3, frameon=False)
     return _png(fig)
 
 

@@ -11,9 +11,7 @@ abstract, body). This module runs those steps and converts the two CSVs into cor
 
 from __future__ import annotations
 
-import csv
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from pathlib import Path
 from expertlm.console import info
 from expertlm.corpus.pubmed import journal_query, read_journals
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import JsonlWriter, sha256_file
+from expertlm.io import JsonlWriter, csv_rows, sha256_file
 
 EXTRACTED = "subset_allArticles_extractedData"
 METADATA_COLUMNS = ("pmcid", "pmid", "doi", "journal", "publication_year")
@@ -52,21 +50,7 @@ def find_extracted(folder: str | Path) -> Path:
 
 
 def _rows(path: Path, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    csv.field_size_limit(sys.maxsize)  # article bodies exceed csv's 128 KiB default
-    if not path.is_file():
-        raise ExpertlmError(f"{path}: no such file")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ExpertlmError(
-                f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(reader.fieldnames or [])})"
-            )
-        try:
-            for row in reader:
-                yield reader.line_num, row
-        except csv.Error as e:
-            raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+    return csv_rows(path, needed)
 
 
 def convert_pubget(
