@@ -595,6 +595,7 @@ class Plan:
             console.print(f"[bold][{k}/{n}] {st.label}[/]", highlight=False)
             t0 = time.time()
             st.action(st)
+            st.forget_output()
             write_json(st.out / STAGE_FILE, {"key": st.key, "kind": st.kind, "config": st.config,
                                              "inputs": st.inputs(), "wall_s": time.time() - t0})  # fmt: skip
             ran += 1

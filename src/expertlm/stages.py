@@ -33,14 +33,22 @@ class Stage:
     digest: Callable[[Path], str] | None = None  # content hash of the output (for dependants)
     resumable: bool = False
     key: str | None = field(default=None, init=False)
+    _output_hash: str | None = field(default=None, init=False, repr=False)
 
     def inputs(self) -> dict[str, str]:
         return {d.label: d.output_hash() for d in self.deps}
 
     def output_hash(self) -> str:
+        """The content hash of the output (computed once: a model's weights are read once per
+        run, not once per stage that uses the model; `forget_output` after the stage reruns)."""
         if self.digest is None:
             return self.key or ""
-        return self.digest(self.out)
+        if self._output_hash is None:
+            self._output_hash = self.digest(self.out)
+        return self._output_hash
+
+    def forget_output(self) -> None:
+        self._output_hash = None
 
     def compute_key(self) -> str:
         blob = json.dumps({"kind": self.kind, "config": self.config, "inputs": self.inputs()},
