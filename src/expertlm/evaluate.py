@@ -26,7 +26,16 @@ from expertlm.bench import apply_template, isolated_items, load_benchmark, resol
 from expertlm.config import EvalBenchConfig, EvalHumansConfig, EvalPplConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, combine_hashes, provenance, read_json, sha256_file, write_json
+from expertlm.io import (
+    atomic_dir,
+    check_output_dir,
+    combine_hashes,
+    csv_rows,
+    provenance,
+    read_json,
+    sha256_file,
+    write_json,
+)
 
 ITEM_COLUMNS = ("id", "section", "parent", "tokens_original", "tokens_altered", "nll_original",
                 "nll_altered", "ppl_original", "ppl_altered", "choice", "correct", "confidence",
@@ -71,20 +80,18 @@ def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progres
         for k in range(0, len(items), chunk):
             part = encoded[k : k + chunk]
             pairs = [(a.ids, b.ids) for a, b in part]
-            before = scorer.windowed
             if cfg.share_prefix:
                 nlls = scorer.pair_nll(pairs)
             else:
                 flat = scorer.token_nll([s for p in pairs for s in p])
                 nlls = list(zip(flat[0::2], flat[1::2], strict=True))
-            windowed_any = scorer.windowed > before
             for it, (ea, eb), (na, nb) in zip(items[k : k + chunk], part, nlls, strict=True):
-                rows.append(_item_row(it, ea, eb, na, nb, cfg, scorer, windowed_any))
+                rows.append(_item_row(it, ea, eb, na, nb, cfg, scorer.context))
             bar.advance(task, len(part))
     return rows
 
 
-def _item_row(it, ea, eb, na, nb, cfg, scorer, windowed_any) -> dict:
+def _item_row(it, ea, eb, na, nb, cfg, context: int) -> dict:
     from expertlm.scoring import reduce_nll
 
     first_a = ea.first if not cfg.score_template else 0
@@ -100,14 +107,14 @@ def _item_row(it, ea, eb, na, nb, cfg, scorer, windowed_any) -> dict:
     choice = "original" if nll_a < nll_b else "altered" if nll_b < nll_a else "tie"
     log_conf = abs(nll_b - nll_a)
     conf = abs(ppl_b - ppl_a) if cfg.reduction == "mean" else log_conf
-    long = max(len(ea.ids), len(eb.ids)) > scorer.context
     return {
         "id": it.id, "section": it.section, "parent": it.parent,
         "tokens_original": len(na) - max(0, first_a - 1), "tokens_altered": len(nb) - max(0, first_b - 1),
         "nll_original": nll_a, "nll_altered": nll_b, "ppl_original": ppl_a, "ppl_altered": ppl_b,
         "choice": choice, "correct": int(choice == "original"),
         "confidence": conf, "log_confidence": log_conf,
-        "windowed": int(long and windowed_any),
+        # the scorer windows exactly the texts longer than the context
+        "windowed": int(max(len(ea.ids), len(eb.ids)) > context),
     }  # fmt: skip
 
 
@@ -121,14 +128,7 @@ def bench_summary(rows: list[dict], seed: int = 0, bins: int = 10, reduction: st
     conf = np.array([r["confidence"] for r in rows], dtype=float)
     out = stats.accuracy_summary(correct, seed=seed)
     out["ties"] = sum(r["choice"] == "tie" for r in rows)
-    by_sec: dict[str, list[int]] = defaultdict(list)
-    for r in rows:
-        by_sec[r["section"]].append(r["correct"])
-    out["per_section"] = {
-        s: {"n": len(v), "accuracy": float(np.mean(v)),
-            "sem": math.sqrt(np.mean(v) * (1 - np.mean(v)) / len(v))}
-        for s, v in sorted(by_sec.items())
-    }  # fmt: skip
+    out["per_section"] = stats.per_group([r["section"] for r in rows], correct)
     out["calibration"] = {
         "confidence": "|PPL(altered) - PPL(original)|"
         if reduction == "mean"
@@ -155,20 +155,13 @@ def read_items(results: str | Path) -> list[dict]:
         raise ExpertlmError(
             f"{results}: no items.csv (not an `expertlm eval bench` results folder)"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("id", "correct", "choice") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ExpertlmError(f"{path}: missing column(s) {', '.join(missing)}")
-        rows = []
-        for r in reader:
-            try:
-                r["correct"] = int(r["correct"])
-            except ValueError:
-                raise ExpertlmError(
-                    f"{path}:{reader.line_num}: column 'correct': not 0/1"
-                ) from None
-            rows.append(r)
+    rows = []
+    for line, r in csv_rows(path, ("id", "correct", "choice")):
+        try:
+            r["correct"] = int(r["correct"])
+        except ValueError:
+            raise ExpertlmError(f"{path}:{line}: column 'correct': not 0/1") from None
+        rows.append(r)
     return rows
 
 
@@ -177,8 +170,7 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
     """Score `model` on the benchmark `bench`; write items.csv and summary.json to `out`."""
     cfg = EvalBenchConfig.from_options(options)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite)
     template = resolve_template(cfg.template)
     benchmark = load_benchmark(bench, repair=cfg.repair)
     for p in benchmark.problems[:20]:
@@ -277,8 +269,7 @@ def eval_compare(
     }  # fmt: skip
     if out is not None:
         out = Path(out)
-        if out.parent and not out.parent.exists():
-            out.parent.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     return result
 
@@ -294,8 +285,7 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
 
     cfg = EvalPplConfig.from_options(options)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite)
     path = split_file(corpus, cfg.split)
     scorer = _scorer(model, cfg, True)
     texts = []
@@ -349,8 +339,7 @@ def eval_humans(participants: str | Path, out: str | Path, *, overwrite: bool = 
 
     cfg = EvalHumansConfig.from_options(options)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite)
     trials = read_trials(participants)
     summary = human_summary(
         trials, items=cfg.items, top_pct=cfg.top_pct, bins=cfg.bins, seed=cfg.seed

@@ -131,14 +131,7 @@ def human_summary(trials: list[Trial], items: str = "human", top_pct: float = 0.
     summary["participants"] = len(by_pid)
     summary["abstracts"] = len({t.abstract_id for t in sel})
     summary["per_participant_mean"] = float(np.mean([np.mean(v) for v in by_pid.values()]))
-    by_sec: dict[str, list[int]] = defaultdict(list)
-    for t in sel:
-        by_sec[t.section].append(t.correct)
-    summary["per_section"] = {
-        s: {"n": len(v), "accuracy": float(np.mean(v)),
-            "sem": math.sqrt(np.mean(v) * (1 - np.mean(v)) / len(v))}
-        for s, v in sorted(by_sec.items())
-    }  # fmt: skip
+    summary["per_section"] = stats.per_group([t.section for t in sel], correct)
     top = top_expertise(sel, top_pct)
     top_acc = stats.accuracy_summary(np.array([t.correct for t in top], dtype=float), seed=seed)
     summary["top_expertise"] = {"top_pct": top_pct, **top_acc}

@@ -49,12 +49,10 @@ def pick_device(device: str | None) -> torch.device:
     return dev
 
 
-def pick_dtype(dtype: str | None, device: torch.device, model_dtype=None) -> torch.dtype:
-    """float32 on the CPU; on a GPU the checkpoint's own dtype (float32 if it has none)."""
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype | str:
+    """The weights' dtype: float32 on the CPU; on a GPU the checkpoint's own ("auto")."""
     if dtype in (None, "auto"):
-        if device.type == "cpu" or model_dtype is None:
-            return torch.float32
-        return model_dtype if isinstance(model_dtype, torch.dtype) else torch.float32
+        return torch.float32 if device.type == "cpu" else "auto"
     if dtype not in DTYPES:
         raise ExpertlmError(f"option --dtype: expected auto, {', '.join(DTYPES)} (got '{dtype}')")
     return DTYPES[dtype]
@@ -124,12 +122,7 @@ class Scorer:
         hf_logging.set_verbosity_error()  # our own messages and bars, not per-load ones
         hf_logging.disable_progress_bar()
         dev = pick_device(device)
-        torch_dtype = None
-        if dtype not in (None, "auto") or dev.type == "cpu":
-            torch_dtype = pick_dtype(dtype, dev)
-        model = load_model(name, dtype=torch_dtype if torch_dtype is not None else "auto")
-        if torch_dtype is None:  # auto on a GPU: the checkpoint's dtype, float32 if unset
-            model = model.to(pick_dtype(None, dev, model.dtype))
+        model = load_model(name, dtype=pick_dtype(dtype, dev))
         tokenizer = load_tokenizer(name)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             raise ExpertlmError(
@@ -166,36 +159,45 @@ class Scorer:
             return 1  # compute-bound: padding costs more than batching saves
         return max(1, AUTO_BATCH_TOKENS // max(1, longest))
 
+    def _in_batches(self, order: list[int], length, run) -> dict[int, object]:
+        """`run(indices)` over `order` sorted longest first (a batch too big for the device fails
+        at once), in batches sized by `_auto_batch`; the results keyed by index."""
+        order = sorted(order, key=lambda i: -length(i))
+        out: dict[int, object] = {}
+        k = 0
+        while k < len(order):
+            group = order[k : k + self._auto_batch(length(order[k]))]
+            out.update(zip(group, run(group), strict=True))
+            k += len(group)
+        return out
+
     @torch.inference_mode()
     def token_nll(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """NLL (nats, float64 arrays) of tokens 1..n-1 of each sequence given their prefixes."""
-        out: list[np.ndarray | None] = [None] * len(seqs)
-        short = [i for i, s in enumerate(seqs) if len(s) <= self.context]
+        out: list = [np.zeros(0) if len(s) < 2 else None for s in seqs]
+        short = []
         for i, s in enumerate(seqs):
-            if len(s) < 2:
-                out[i] = np.zeros(0)
-            elif len(s) > self.context:
+            if len(s) > self.context:
                 out[i] = self._windowed(list(s))
-        short = [i for i in short if len(seqs[i]) >= 2]
-        short.sort(key=lambda i: -len(seqs[i]))  # longest first: a too-big batch fails at once
-        k = 0
-        while k < len(short):
-            bs = self._auto_batch(len(seqs[short[k]]))
-            group = short[k : k + bs]
-            for i, nll in zip(
-                group, self._forward_nll([list(seqs[i]) for i in group]), strict=True
-            ):
-                out[i] = nll
-            k += bs
-        return out  # type: ignore[return-value]
+            elif len(s) >= 2:
+                short.append(i)
+        done = self._in_batches(short, lambda i: len(seqs[i]),
+                                lambda group: self._forward_nll([list(seqs[i]) for i in group]))  # fmt: skip
+        for i, nll in done.items():
+            out[i] = nll
+        return out
 
-    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded ids, attention mask and position ids (positions count real tokens only)."""
+    def _pad(
+        self, seqs: list[list[int]], side: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded ids, attention mask and position ids (positions count real tokens only), on
+        `side` (default: the scorer's padding side)."""
+        side = side or self.padding_side
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for r, s in enumerate(seqs):
-            sl = slice(0, len(s)) if self.padding_side == "right" else slice(width - len(s), width)
+            sl = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
             ids[r, sl] = torch.tensor(s, dtype=torch.long)
             mask[r, sl] = 1
         pos = (mask.cumsum(1) - 1).clamp(min=0)
@@ -253,17 +255,10 @@ class Scorer:
         n_stem = min(_common_prefix(first, pairs[i][0]) for i, _ in todo)
         n_stem = min(n_stem, min(p for _, p in todo) - 1)  # every item keeps a token of its own
         stem = self._stem(list(first[:n_stem])) if n_stem >= MIN_STEM else None
-        todo.sort(key=lambda t: -max(len(pairs[t[0]][0]), len(pairs[t[0]][1])))
-        k = 0
-        while k < len(todo):
-            i0 = todo[k][0]
-            bs = self._auto_batch(max(len(pairs[i0][0]), len(pairs[i0][1])))
-            group = [i for i, _ in todo[k : k + bs]]
-            for i, r in zip(
-                group, self._shared_prefix([pairs[i] for i in group], stem), strict=True
-            ):
-                out[i] = r
-            k += bs
+        done = self._in_batches([i for i, _ in todo], lambda i: max(map(len, pairs[i])),
+                                lambda group: self._shared_prefix([pairs[i] for i in group], stem))  # fmt: skip
+        for i, r in done.items():
+            out[i] = r
         return out
 
     def _stem(self, ids: list[int]) -> _Stem:
@@ -316,23 +311,15 @@ class Scorer:
         tails = [
             list(x[len(pre) :]) for (a, b), pre in zip(pairs, prefixes, strict=True) for x in (a, b)
         ]
-        t_width = max(len(t) for t in tails)
-        t_ids = torch.full((len(tails), t_width), self.pad_id, dtype=torch.long)
-        t_mask = torch.zeros((len(tails), t_width), dtype=torch.long)
-        for r, t in enumerate(tails):
-            t_ids[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-            t_mask[r, : len(t)] = 1
-        # (positions of padding slots are clamped: a short prefix plus the batch's widest tail
-        # may run past the position table)
-        t_pos = torch.tensor(
-            [
-                [min(len(prefixes[r // 2]) + j, self.context - 1) for j in range(t_width)]
-                for r in range(len(tails))
-            ]
+        t_ids, t_mask, _ = self._pad(tails, side="right")
+        # positions continue each item's prefix (padding slots clamped: a short prefix plus the
+        # batch's widest tail may run past the position table)
+        starts = torch.tensor([len(pre) for pre in prefixes], device=dev).repeat_interleave(2)
+        t_pos = (starts[:, None] + torch.arange(t_ids.shape[1], device=dev)).clamp(
+            max=self.context - 1
         )
-        t_ids, t_mask = t_ids.to(dev), t_mask.to(dev)
         full_mask = torch.cat([mask.repeat_interleave(2, dim=0), t_mask], dim=1)
-        logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos.to(dev),
+        logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
                             past_key_values=cache, use_cache=True).logits  # fmt: skip
         out = []
         for r in range(len(pairs)):

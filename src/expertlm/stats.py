@@ -33,6 +33,18 @@ def accuracy_summary(correct: np.ndarray, seed: int = 0, n_boot: int = N_BOOT) -
     }
 
 
+def per_group(groups, correct) -> dict[str, dict]:
+    """Accuracy, count and binomial SEM of 0/1 outcomes per group (e.g. journal section)."""
+    by: dict[str, list[float]] = {}
+    for g, c in zip(groups, correct, strict=True):
+        by.setdefault(g, []).append(float(c))
+    out = {}
+    for g, v in sorted(by.items()):
+        p = float(np.mean(v))
+        out[g] = {"n": len(v), "accuracy": p, "sem": math.sqrt(p * (1 - p) / len(v))}
+    return out
+
+
 def bootstrap_ci(
     x: np.ndarray, seed: int = 0, n_boot: int = N_BOOT, level: float = 0.95
 ) -> list[float]:
