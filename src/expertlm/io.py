@@ -8,6 +8,7 @@ half-written folder and never destroys the previous one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import io
@@ -161,8 +162,6 @@ def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple
     line (newline=""): str.splitlines would also split at U+0085, U+2028, form feed, ..., which
     can occur inside a field. A missing file, a missing column, bad UTF-8 or a malformed row is an
     error naming the file (and line)."""
-    import csv
-
     path = Path(path)
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such file")

@@ -31,13 +31,12 @@ from expertlm.config import StageConfig
 from expertlm.console import count_progress, info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, combine_hashes, provenance, read_json, sha256_file, write_json
+from expertlm.tokenizer import TOKENIZER_FILES
 
 MODEL_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-# Files of a model folder beside the weights that a merged or exported model keeps.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-              "merges.txt", "added_tokens.json", "tokenizer.model", "chat_template.jinja",
-              "expertlm_tokenizer.json", "generation_config.json")  # fmt: skip
+# Files of a model folder beside the weights that a merged or exported model keeps, copied from the first model: its tokenizer, expertlm's record of it, the generation defaults.
+SIDE_FILES = (*TOKENIZER_FILES, "expertlm_tokenizer.json", "generation_config.json")
 # Config keys that record how a model was saved or run, not what it is.
 IGNORED_CONFIG_KEYS = frozenset({"_name_or_path", "transformers_version", "torch_dtype", "dtype",
                                  "use_cache", "_attn_implementation_autoset"})  # fmt: skip

@@ -58,24 +58,17 @@ def save_untrained(tokenizer: str | Path, out: str | Path, preset: str, override
                    seed: int = 0, overwrite: bool = False) -> Path:  # fmt: skip
     """An untrained model folder: the preset sized for `tokenizer`, initialised with `seed`, plus
     the tokenizer's files (the "untrained" baseline of an experiment)."""
-    import shutil
-
     from transformers.utils import logging as hf_logging
 
     from expertlm.io import atomic_dir
-    from expertlm.tokenizer import load_handle
+    from expertlm.tokenizer import copy_tokenizer_files, load_handle
 
     hf_logging.disable_progress_bar()
     handle = load_handle(tokenizer)
     model = build_model(gpt2_config(preset, handle.vocab_size, handle.eot_id, overrides), seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
-        for f in Path(tokenizer).iterdir():
-            if f.is_file() and (
-                f.name.startswith("tokenizer")
-                or f.name in ("vocab.json", "merges.txt", "special_tokens_map.json")
-            ):
-                shutil.copy(f, tmp / f.name)
+        copy_tokenizer_files(tokenizer, tmp)
     return Path(out)
 
 

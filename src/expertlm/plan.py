@@ -8,6 +8,7 @@ every problem at once, each naming its key; `execute` runs what is not up to dat
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,8 +228,11 @@ class Plan:
         if c.pubmed is not None:
             from expertlm.corpus.pubmed import corpus_pubmed
 
-            allowed = set(corpus_pubmed.__code__.co_varnames[1 : corpus_pubmed.__code__.co_argcount
-                                                             + corpus_pubmed.__code__.co_kwonlyargcount]) - {"overwrite", "show_progress"}  # fmt: skip
+            allowed = set(inspect.signature(corpus_pubmed).parameters) - {
+                "out",
+                "overwrite",
+                "show_progress",
+            }
             for k in c.pubmed:
                 if k not in allowed:
                     self.problem(

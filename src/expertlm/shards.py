@@ -10,7 +10,6 @@ so a shards folder is self-describing.
 from __future__ import annotations
 
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,21 +22,13 @@ from expertlm.corpus.docs import SPLITS, corpus_files, corpus_hash, iter_texts, 
 from expertlm.encode import BatchEncoder
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
-from expertlm.tokenizer import load_handle, load_tokenizer
+from expertlm.tokenizer import copy_tokenizer_files, load_handle, load_tokenizer
 
 FORMAT = "expertlm.shards/1"
 META = "meta.json"
 # Characters of text encoded per call: big enough to keep the Rust thread pool busy, small
 # enough that memory stays flat whatever the corpus size (~2 MB of text + its token lists).
 BATCH_CHARS = 2_000_000
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -140,9 +131,7 @@ def _copy_tokenizer(name: str, dest: Path) -> None:
     src = Path(name)
     dest.mkdir()
     if src.is_dir():
-        for fname in TOKENIZER_FILES:
-            if (src / fname).is_file():
-                shutil.copy2(src / fname, dest / fname)
+        copy_tokenizer_files(src, dest)
     else:
         load_tokenizer(name).save_pretrained(dest)
 

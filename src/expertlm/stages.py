@@ -168,7 +168,6 @@ def act_train(st: Stage, shards: Path, cfg: dict, show: bool) -> None:
     from expertlm.train import latest_checkpoint, train
 
     pending = st.out.parent / f".{st.out.name}.pending.json"
-    opts = {k: v for k, v in cfg.items()}
     resume = (
         st.out.exists() and latest_checkpoint(st.out) is not None and pending.is_file()
         and json.loads(pending.read_text()).get("key") == st.key
@@ -177,9 +176,9 @@ def act_train(st: Stage, shards: Path, cfg: dict, show: bool) -> None:
     write_json(pending, {"key": st.key})
     if resume:
         info(f"{st.label}: resuming an interrupted run")
-        train(shards, st.out, resume=True, show_progress=show, **opts)
+        train(shards, st.out, resume=True, show_progress=show, **cfg)
     else:
-        train(shards, st.out, overwrite=True, show_progress=show, **opts)
+        train(shards, st.out, overwrite=True, show_progress=show, **cfg)
     pending.unlink(missing_ok=True)
 
 

@@ -8,6 +8,7 @@ Byte-level BPE with no normaliser round-trips any text exactly.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -122,6 +123,29 @@ def tokenizer_train(
         )
     info(f"tokenizer: {vocab:,} tokens from {seen['docs']:,} documents -> {out}")
     return out
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+# What a tokenizer folder may hold (a model folder's tokenizer part).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+
+
+def copy_tokenizer_files(src: str | Path, dest: str | Path) -> None:
+    """Copy the tokenizer files of the folder `src` (those it has) into the folder `dest`."""
+    src, dest = Path(src), Path(dest)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
 
 
 # --- load ------------------------------------------------------------------------------------
