@@ -23,17 +23,23 @@ TEXTS = [
 ]
 
 
+def write_corpus(folder: Path, train: list[str], val: list[str]) -> Path:
+    """A corpus folder (train.jsonl.gz, val.jsonl.gz) of the given texts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, texts in (("train", train), ("val", val)):
+        lines = "".join(
+            json.dumps({"id": f"{split}{i}", "text": t}) + "\n" for i, t in enumerate(texts)
+        )
+        (folder / f"{split}.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+    return folder
+
+
 def make_tokenizer(folder: Path, vocab_size: int = 300) -> Path:
     """A byte-level BPE tokenizer folder (expertlm's own trainer) on a few sentences."""
     from expertlm.tokenizer import tokenizer_train
 
-    corpus = folder.parent / f"{folder.name}-corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    lines = "".join(
-        json.dumps({"id": str(i), "text": t * 3}) + "\n" for i, t in enumerate(TEXTS * 20)
-    )
-    for split in ("train", "val"):
-        (corpus / f"{split}.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+    texts = [t * 3 for t in TEXTS * 20]
+    corpus = write_corpus(folder.parent / f"{folder.name}-corpus", texts, texts)
     return tokenizer_train(
         corpus, folder, vocab_size=vocab_size, min_frequency=1, show_progress=False
     )

@@ -5,7 +5,6 @@ and the CLI's errors."""
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from lm_fixtures import (
     make_tokenizer,
     random_gpt2,
     save_model,
+    write_corpus,
 )
 
 ITEMS = [
@@ -210,11 +210,7 @@ def test_isolated_sentences(world, tmp_path):
 
 def test_eval_ppl_bits_per_byte(world, tmp_path):
     texts = [i[2] for i in ITEMS]
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    lines = "".join(json.dumps({"id": str(k), "text": t}) + "\n" for k, t in enumerate(texts))
-    for split in ("train", "val"):
-        (corpus / f"{split}.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+    corpus = write_corpus(tmp_path / "corpus", texts, texts)
     r = eval_ppl(world["model"], corpus, tmp_path / "ppl", show_progress=False)
     tok, P = world["tok"], world["P"]
     eot = tok.convert_tokens_to_ids("<|endoftext|>")

@@ -3,7 +3,6 @@ to the same losses, and the merged export computes what base + adapters compute.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import shutil
@@ -25,6 +24,8 @@ from expertlm.shards import data_prepare, read_meta
 from expertlm.tokenizer import tokenizer_train
 from expertlm.train import train
 
+from lm_fixtures import write_corpus
+
 pytest.importorskip("peft")
 
 
@@ -39,12 +40,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     objects = ["memory", "firing rates", "plasticity", "attention"]
     docs = [" ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}."
                      for _ in range(10)) for _ in range(120)]  # fmt: skip
-    (root / "corpus").mkdir()
-    for split, part in (("train", docs[:108]), ("val", docs[108:])):
-        lines = "".join(
-            json.dumps({"id": f"{split}{i}", "text": t}) + "\n" for i, t in enumerate(part)
-        )
-        (root / "corpus" / f"{split}.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+    write_corpus(root / "corpus", docs[:108], docs[108:])
     tok = tokenizer_train(root / "corpus", root / "tok", vocab_size=300, show_progress=False)
     shards = data_prepare(root / "corpus", root / "shards", tokenizer=tok, show_progress=False)
     meta = read_meta(shards)
