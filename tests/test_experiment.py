@@ -190,7 +190,7 @@ def test_the_papers_grid_is_planned_offline_with_budgets(tmp_path):
         "train scratch-gpt2-tok seed 0", "train finetuned-gpt2 seed 0", "train scratch-neuro-tok seed 0",
         "train medium-scratch-neuro-tok seed 0", "train large-scratch-neuro-tok seed 0",
     ]  # fmt: skip
-    budgets = {st.label: training_budget(plan, st) for st in trains}
+    budgets = {st.label: training_budget(st) for st in trains}
     small = budgets["train scratch-gpt2-tok seed 0"]
     assert small["tokens"] == 6_500_000_000
     assert 124e6 < small["parameters"] < 125e6  # GPT-2 small with its 50,257-token vocabulary

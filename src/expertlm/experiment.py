@@ -255,7 +255,7 @@ def print_plan(plan: Plan) -> dict:
     for k, (st, status) in enumerate(rows, 1):
         tokens = flops = ""
         if st.kind == "train":
-            b = training_budget(plan, st)
+            b = training_budget(st)
             budgets[st.label] = b
             tokens = f"{b['tokens']:,}" if b.get("tokens") else b.get("note", "")
             flops = f"{b['flops']:.3g}" if b.get("flops") else ""
@@ -270,7 +270,7 @@ def print_plan(plan: Plan) -> dict:
     }
 
 
-def training_budget(plan: Plan, st: Stage) -> dict:
+def training_budget(st: Stage) -> dict:
     """Tokens and FLOPs a train stage will spend, from its options and the model's shape, computed
     on the meta device (no memory, no download)."""
     import torch
@@ -278,7 +278,7 @@ def training_budget(plan: Plan, st: Stage) -> dict:
     from expertlm.models import PRESETS, gpt2_config
 
     cfg = st.config
-    vocab = _vocab_size(plan, st)
+    vocab = _vocab_size(st)
     init = cfg["init"]
     preset = cfg["preset"]
     if init != "scratch":
@@ -290,13 +290,8 @@ def training_budget(plan: Plan, st: Stage) -> dict:
 
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(init))
-            return _budget(
-                cfg,
-                model,
-                model.config.max_position_embeddings
-                if hasattr(model.config, "max_position_embeddings")
-                else model.config.n_positions,
-            )
+            c = model.config
+            return _budget(cfg, model, getattr(c, "n_positions", None) or c.max_position_embeddings)
     if vocab is None or preset not in PRESETS:
         return {"note": "vocabulary known after the tokenizer is trained"}
     from transformers import GPT2LMHeadModel
@@ -325,7 +320,8 @@ def _budget(cfg: dict, model, max_context: int) -> dict:
             "parameters": parameter_counts(model)["total"], "context": context}  # fmt: skip
 
 
-def _vocab_size(plan: Plan, st: Stage) -> int | None:
+def _vocab_size(st: Stage) -> int | None:
+    """The vocabulary of a train stage's shards (a trained tokenizer: the size asked for)."""
     for d in st.deps:
         if d.kind == "shards":
             tok = d.deps[1]

@@ -69,6 +69,11 @@ class VariantPlan:
     results: dict[int, dict[str, Stage]] = field(default_factory=dict)
     ppl: dict[int, dict[str, Stage]] = field(default_factory=dict)
 
+    def model_for(self, seed: int) -> Stage:
+        """This variant's model for `seed`, or its first seed's when it has no such seed (a
+        variant built on it with more seeds starts every seed from that one)."""
+        return self.models.get(seed) or next(iter(self.models.values()))
+
 
 class Plan:
     """The stages of an experiment in dependency order, validated before any compute."""
@@ -415,9 +420,7 @@ class Plan:
                 )
             for seed in vp.seeds:
                 if init_variant is not None:
-                    vp.models[seed] = init_variant.models.get(seed) or next(
-                        iter(init_variant.models.values())
-                    )
+                    vp.models[seed] = init_variant.model_for(seed)
                 elif init_ref is not None:
                     vp.models[seed] = init_ref
                 else:
@@ -448,22 +451,25 @@ class Plan:
             deps = [shards]
             init = "scratch"
             if init_variant is not None:
-                parent = init_variant.models.get(seed) or next(iter(init_variant.models.values()))
+                parent = init_variant.model_for(seed)
                 deps.append(parent)
                 init = parent.out
             elif init_ref is not None:
                 deps.append(init_ref)
                 init = str(init_ref.out)
+            # (a continued variant keeps its parent's architecture: preset and model here only
+            # size the --dry-run budget)
+            arch = init_variant.spec if init_variant is not None else v
             cfg = {
-                "preset": v.preset,
-                "model": v.model,
+                "preset": arch.preset,
+                "model": arch.model,
                 "seed": seed,
                 "init": str(init),
                 **train_opts,
             }
             vp.models[seed] = self.add(Stage(
                 "train", f"train {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}", cfg, deps,
-                lambda st, s=shards, c=cfg: act_train(st, s.out, c, self.show_progress), model_digest, resumable=True,
+                lambda st, s=shards, c=cfg: act_train(st, s.out, c, self.show_progress), model_digest,
             ))  # fmt: skip
 
     def _merge_variant(self, key: str, v: VariantSpec, vp: VariantPlan) -> None:
@@ -502,12 +508,8 @@ class Plan:
             )
         vp.tokenizer = parents[0].tokenizer
         for seed in vp.seeds:
-            pick = [p.models.get(seed) or next(iter(p.models.values())) for p in parents]
-            base_st = (
-                (base_plan.models.get(seed) or next(iter(base_plan.models.values())))
-                if base_plan
-                else None
-            )
+            pick = [p.model_for(seed) for p in parents]
+            base_st = base_plan.model_for(seed) if base_plan else None
             cfg = {**m, "seed": seed}
             deps = [*pick, *([base_st] if base_st else [])]
             vp.models[seed] = self.add(Stage(

@@ -31,7 +31,6 @@ class Stage:
     deps: list[Stage]
     action: Callable[[Stage], None]
     digest: Callable[[Path], str] | None = None  # content hash of the output (for dependants)
-    resumable: bool = False
     key: str | None = field(default=None, init=False)
     _output_hash: str | None = field(default=None, init=False, repr=False)
 
