@@ -66,7 +66,7 @@ def load_abstracts() -> list[str]:
 
 def make_item(text: str) -> tuple[str, str] | None:
     """Flip the direction words of the abstract's second half (its results)."""
-    from expertlm.bench import split_sentences
+    from expertlm.eval.benchmark import split_sentences
 
     sents = split_sentences(text)
     if len(sents) < 4:
@@ -94,7 +94,7 @@ def build(work: Path):
         train_texts = texts
     else:
         import expertlm
-        from expertlm.bench import read_benchmark
+        from expertlm.eval.benchmark import read_benchmark
 
         synth = work / "synth"
         if not synth.exists():
@@ -151,8 +151,8 @@ def ours(scorer, prompts: list[str]) -> list[float]:
 
 
 def main() -> int:
-    from expertlm.bench import TEMPLATES, apply_template
-    from expertlm.scoring import Scorer, _common_prefix
+    from expertlm.eval.benchmark import TEMPLATES, apply_template
+    from expertlm.eval.scoring import Scorer, _common_prefix
 
     torch.set_grad_enabled(False)
     tokenizer, model, items, source = build(WORK)

@@ -32,7 +32,7 @@ STEP_TOKENS = 16 * 256
 def main() -> int:
     os.environ.setdefault("EXPERTLM_NO_PROGRESS", "1")
     import expertlm
-    from expertlm.evaluate import eval_compare
+    from expertlm.eval.evaluate import eval_compare
     from expertlm.models import save_untrained
 
     shutil.rmtree(WORK, ignore_errors=True)

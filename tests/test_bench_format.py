@@ -8,8 +8,8 @@ import io
 
 import pytest
 
-from expertlm.bench import BRAINBENCH_COLUMNS, BenchItem, read_benchmark
 from expertlm.errors import ExpertlmError
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS, BenchItem, read_benchmark
 
 ITEMS = [
     BenchItem(
@@ -167,7 +167,7 @@ def test_csv_fields_may_hold_unicode_line_separators(tmp_path):
 
 # --- markers, repair, templates, isolated sentences -----------------------------------------
 
-from expertlm.bench import (  # noqa: E402
+from expertlm.eval.benchmark import (  # noqa: E402
     TEMPLATES,
     MarkerError,
     apply_template,

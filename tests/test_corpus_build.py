@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from expertlm.bench import BRAINBENCH_COLUMNS
 from expertlm.corpus.build import corpus_build
 from expertlm.corpus.clean import clean_text
 from expertlm.corpus.docs import corpus_hash, iter_docs, read_manifest
 from expertlm.errors import ExpertlmError
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS
 
 REMOVALS = {
     "bad_record",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 
-from expertlm.bench import BRAINBENCH_COLUMNS
 from expertlm.corpus.decontam import Decontaminator
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS
 
 ORIGINAL = (
     "Optogenetic silencing of dorsal CA1 pyramidal neurons during retrieval reduced freezing "

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from expertlm.bench import TEMPLATES, apply_template
 from expertlm.errors import ExpertlmError
-from expertlm.evaluate import bench_summary, eval_bench, eval_compare, eval_ppl
+from expertlm.eval.benchmark import TEMPLATES, apply_template
+from expertlm.eval.evaluate import bench_summary, eval_bench, eval_compare, eval_ppl
 from expertlm.tokenizer import load_tokenizer
 
 from lm_fixtures import (

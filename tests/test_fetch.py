@@ -16,11 +16,13 @@ import threading
 
 import pytest
 
-from expertlm import fetch
-from expertlm.bench import read_benchmark
+from expertlm import net
 from expertlm.errors import ExpertlmError
-from expertlm.fetch import BRAINBENCH, Http, bench_fetch
+from expertlm.eval import fetch
+from expertlm.eval.benchmark import read_benchmark
+from expertlm.eval.fetch import BRAINBENCH, bench_fetch
 from expertlm.io import sha256_file
+from expertlm.net import Http
 
 SECTIONS = ["Behavioral/Cognitive", "Systems/Circuits", "Cellular/Molecular",
             "Neurobiology of Disease", "Development/Plasticity/Repair"]  # fmt: skip
@@ -194,7 +196,7 @@ def test_connection_refused_is_retried_then_reported(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     http = Http(rate=1000, retries=2, backoff_s=0.01)
-    with pytest.raises(fetch.DownloadError, match="gave up after 3 attempts"):
+    with pytest.raises(net.DownloadError, match="gave up after 3 attempts"):
         http.request(f"http://127.0.0.1:{port}/x")
     assert http.requests == 3
 

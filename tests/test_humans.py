@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from expertlm.errors import ExpertlmError
-from expertlm.evaluate import eval_humans
-from expertlm.humans import human_summary, read_trials, top_expertise
+from expertlm.eval.evaluate import eval_humans
+from expertlm.eval.humans import human_summary, read_trials, top_expertise
 
 HEADER = ",pid,expertise,confidence,click_outside,correct,rt,abstract_id,journal_section,click_slider,recognised,age,country,current position,experience,sex"
 # (pid, expertise, confidence, correct, abstract_id, section)

@@ -131,7 +131,7 @@ def test_an_interrupted_lora_run_resumes_to_the_same_losses(world, tmp_path, mon
 def test_merged_export_computes_what_base_plus_adapters_compute(world, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from expertlm.evaluate import eval_bench
+    from expertlm.eval.evaluate import eval_bench
 
     run = train(world["shards"], tmp_path / "run", **opts(world), max_steps=6)
     out = export(run, tmp_path / "merged", merge_lora=True)

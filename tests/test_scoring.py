@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from expertlm.errors import ExpertlmError
-from expertlm.scoring import Scorer, reduce_nll
+from expertlm.eval.scoring import Scorer, reduce_nll
 from expertlm.tokenizer import load_tokenizer
 
 from lm_fixtures import bigram_model, bigram_table, expected_nll, make_tokenizer, random_gpt2

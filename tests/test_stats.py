@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from expertlm import stats
+from expertlm.eval import stats
 
 
 def test_accuracy_summary_sem_and_ci():

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from expertlm.bench import BRAINBENCH_COLUMNS, read_benchmark
-from expertlm.config import SynthConfig
 from expertlm.corpus.build import corpus_build
 from expertlm.errors import ExpertlmError
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS, read_benchmark
 from expertlm.synth import corpus_synth
 from expertlm.synth.baselines import CLASS_L2
+from expertlm.synth.config import SynthConfig
 from expertlm.synth.lexicon import CONCLUSION_PAIRS, DIRECTION_PAIRS, LEXICONS
 from expertlm.synth.world import load_world
 from expertlm.tokenizer import load_handle, tokenizer_train

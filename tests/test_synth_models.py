@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from expertlm.bench import read_benchmark
 from expertlm.corpus.build import corpus_build
+from expertlm.eval.benchmark import read_benchmark
+from expertlm.eval.scoring import Scorer
 from expertlm.models import build_model, gpt2_config
-from expertlm.scoring import Scorer
 from expertlm.synth import corpus_synth
 from expertlm.tokenizer import load_handle, load_tokenizer, tokenizer_train
 

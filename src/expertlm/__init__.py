@@ -71,7 +71,7 @@ def __getattr__(name: str):
 
         return corpus_synth
     if name == "bench_fetch":
-        from expertlm.fetch import bench_fetch
+        from expertlm.eval.fetch import bench_fetch
 
         return bench_fetch
     if name in ("tokenizer_train", "tokenizer_compare"):
@@ -83,7 +83,7 @@ def __getattr__(name: str):
 
         return data_prepare
     if name in ("eval_bench", "eval_compare", "eval_humans", "eval_ppl"):
-        from expertlm import evaluate
+        from expertlm.eval import evaluate
 
         return getattr(evaluate, name)
     if name in ("run", "demo"):
@@ -91,7 +91,7 @@ def __getattr__(name: str):
 
         return getattr(experiment, name)
     if name == "report":
-        from expertlm.report import report
+        from expertlm.experiment.report import report
 
         return report
     if name == "train":

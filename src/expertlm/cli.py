@@ -292,7 +292,7 @@ def bench_fetch_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Download and check a published benchmark (test cases and human participant data)."""
-    from expertlm.fetch import bench_fetch
+    from expertlm.eval.fetch import bench_fetch
 
     bench_fetch(name, out, base_url=base_url, from_dir=from_dir, overwrite=overwrite)
 
@@ -621,7 +621,7 @@ def eval_bench_cmd(
     no_progress: NoProgress = False,
 ) -> None:
     """Score a model on a two-alternative benchmark: items.csv and summary.json."""
-    from expertlm.evaluate import eval_bench
+    from expertlm.eval.evaluate import eval_bench
 
     eval_bench(
         model, bench, out, overwrite=overwrite, show_progress=not no_progress, template=template,
@@ -659,7 +659,7 @@ def eval_ppl_cmd(
     no_progress: NoProgress = False,
 ) -> None:
     """Bits per byte and per-token perplexity of a model on held-out text."""
-    from expertlm.evaluate import eval_ppl
+    from expertlm.eval.evaluate import eval_ppl
 
     eval_ppl(
         model, corpus, out, overwrite=overwrite, show_progress=not no_progress, split=split,
@@ -677,7 +677,7 @@ def eval_compare_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Paired comparison on the same items: McNemar exact test, bootstrap CI of B - A."""
-    from expertlm.evaluate import eval_compare
+    from expertlm.eval.evaluate import eval_compare
 
     r = eval_compare(a, b, out=out, seed=seed)
     if as_json:
@@ -709,7 +709,7 @@ def eval_humans_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Human accuracy (pooled over trials), per section, top expertise, calibration."""
-    from expertlm.evaluate import eval_humans
+    from expertlm.eval.evaluate import eval_humans
 
     eval_humans(participants, out, overwrite=overwrite, items=items, top_pct=top_pct, bins=bins,
                 seed=seed)  # fmt: skip
@@ -751,7 +751,7 @@ def report_cmd(
     ] = None,
 ) -> None:
     """Figures and tables of an experiment: index.html, report.md, PNGs, tables.csv."""
-    from expertlm.report import report
+    from expertlm.experiment.report import report
 
     report(run_dir, out)
 

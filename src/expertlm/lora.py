@@ -20,7 +20,8 @@ from expertlm.config import LoraOptions
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
-from expertlm.merge import INDEX_FILE, MODEL_FILE, SIDE_FILES, model_folder, weights_sha256
+from expertlm.merge import SIDE_FILES, model_folder
+from expertlm.models import INDEX_FILE, MODEL_FILE, model_hash
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -83,7 +84,7 @@ def base_info(init: str, resumed_from: Path | None = None) -> dict:
     info = {"path": init, "weights_sha256": None}
     if path.is_dir():
         try:
-            info = {"path": str(path.resolve()), "weights_sha256": weights_sha256(path)}
+            info = {"path": str(path.resolve()), "weights_sha256": model_hash(path)}
         except ExpertlmError:  # no safetensors weights (pytorch_model.bin): path only
             info = {"path": str(path.resolve()), "weights_sha256": None}
     if resumed_from is not None and (resumed_from / BASE_FILE).is_file():
@@ -211,7 +212,7 @@ def export(run: str | Path, out: str | Path, *, merge_lora: bool = False,
             if (run / name).is_file() and not (tmp / name).exists():
                 shutil.copy2(run / name, tmp / name)
         write_json(tmp / "export.json", record | {
-            "weights_sha256": weights_sha256(tmp), **provenance(),
+            "weights_sha256": model_hash(tmp), **provenance(),
         })  # fmt: skip
     how = (
         f"adapters merged into {record['base']['path']}"

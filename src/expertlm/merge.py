@@ -30,11 +30,10 @@ from pydantic import Field, model_validator
 from expertlm.config import StageConfig
 from expertlm.console import count_progress, info
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, combine_hashes, provenance, read_json, sha256_file, write_json
+from expertlm.io import atomic_dir, provenance, read_json, sha256_file, write_json
+from expertlm.models import MODEL_FILE, model_hash, weights_files
 from expertlm.tokenizer import TOKENIZER_FILES
 
-MODEL_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 # Files of a model folder beside the weights that a merged or exported model keeps, copied from the first model: its tokenizer, expertlm's record of it, the generation defaults.
 SIDE_FILES = (*TOKENIZER_FILES, "expertlm_tokenizer.json", "generation_config.json")
 # Config keys that record how a model was saved or run, not what it is.
@@ -92,25 +91,6 @@ class MergeConfig(StageConfig):
 
 
 # --- reading and writing safetensors ---------------------------------------------------------
-
-
-def weights_files(folder: Path) -> list[Path]:
-    """The safetensors files of a model folder (one, or the shards of an index)."""
-    if (folder / MODEL_FILE).is_file():
-        return [folder / MODEL_FILE]
-    if (folder / INDEX_FILE).is_file():
-        shards = sorted(set(read_json(folder / INDEX_FILE)["weight_map"].values()))
-        return [folder / s for s in shards]
-    raise ExpertlmError(
-        f"{folder}: no {MODEL_FILE} (models are read as safetensors weights; a folder with only "
-        f"pytorch_model.bin can be converted by loading and re-saving it with transformers)"
-    )
-
-
-def weights_sha256(folder: str | Path) -> str:
-    """sha256 of a model's weights file (for shards: the combined sha256 of the shards')."""
-    files = weights_files(Path(folder))
-    return sha256_file(files[0]) if len(files) == 1 else combine_hashes(map(sha256_file, files))
 
 
 class Weights:
@@ -451,8 +431,8 @@ def merge(models: Sequence[str | Path], out: str | Path, *, method: str = "linea
                 shutil.copy2(folders[0] / f, tmp / f)
         write_json(tmp / "merge.json", {
             "format": "expertlm.merge/1", "method": cfg.method, "parameters": params,
-            "models": [{"path": str(f), "weights_sha256": weights_sha256(f)} for f in folders[: len(models)]],
-            "base": {"path": str(folders[-1]), "weights_sha256": weights_sha256(folders[-1])} if base else None,
+            "models": [{"path": str(f), "weights_sha256": model_hash(f)} for f in folders[: len(models)]],
+            "base": {"path": str(folders[-1]), "weights_sha256": model_hash(folders[-1])} if base else None,
             "tokenizer_sha256": _tokenizer_sha256(folders[0]), "tensors": len(names),
             "output": {"file": MODEL_FILE, "sha256": writer.sha256},
             "wall_s": round(time.time() - t_start, 3), **provenance(),

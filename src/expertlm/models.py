@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from expertlm.errors import ExpertlmError
+from expertlm.io import combine_hashes, read_json, sha256_file
+from expertlm.net import is_hub_id
+
+MODEL_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
 
 # n_positions is the context; dropout is 0 as in nanoGPT's pretraining (deterministic resume).
 PRESETS: dict[str, dict[str, int]] = {
@@ -77,7 +82,7 @@ def load_model(name: str | Path, dtype=None):
     from transformers import AutoModelForCausalLM
 
     path = Path(name)
-    if not path.exists() and (str(name).startswith((".", "/")) or str(name).count("/") > 1):
+    if not path.exists() and not is_hub_id(name):
         raise ExpertlmError(f"{name}: no such model folder")
     try:
         return AutoModelForCausalLM.from_pretrained(
@@ -114,3 +119,35 @@ def flops_per_token(model, context: int) -> int:
     d_model = getattr(cfg, "hidden_size", None) or cfg.n_embd
     n = parameter_counts(model)["non_embedding"] + cfg.vocab_size * d_model
     return int(6 * n + 12 * n_layer * d_model * context)
+
+
+# --- the weights of a model folder -----------------------------------------------------------
+
+
+def weights_files(folder: str | Path) -> list[Path]:
+    """The safetensors files of a model folder (one, or the shards of an index)."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        return [folder / MODEL_FILE]
+    if (folder / INDEX_FILE).is_file():
+        shards = sorted(set(read_json(folder / INDEX_FILE)["weight_map"].values()))
+        return [folder / s for s in shards]
+    raise ExpertlmError(
+        f"{folder}: no {MODEL_FILE} (models are read as safetensors weights; a folder with only "
+        f"pytorch_model.bin can be converted by loading and re-saving it with transformers)"
+    )
+
+
+def model_hash(folder: str | Path) -> str:
+    """The one content hash of a model: the sha256 of its model.safetensors (what `sha256sum`
+    prints), combined over the shards of a sharded model; for a LoRA run folder, its adapters'
+    sha256 combined with its base's (from base.json)."""
+    from expertlm.lora import ADAPTER_WEIGHTS, BASE_FILE
+
+    folder = Path(folder)
+    if (folder / ADAPTER_WEIGHTS).is_file():
+        base = read_json(folder / BASE_FILE) if (folder / BASE_FILE).is_file() else {}
+        return combine_hashes([sha256_file(folder / ADAPTER_WEIGHTS),
+                               str(base.get("weights_sha256") or base.get("path"))])  # fmt: skip
+    files = weights_files(folder)
+    return sha256_file(files[0]) if len(files) == 1 else combine_hashes(map(sha256_file, files))

@@ -29,6 +29,7 @@ from expertlm.io import (
     sha256_text,
     write_json,
 )
+from expertlm.net import is_hub_id
 
 EOT = "<|endoftext|>"
 INFO_FILE = "expertlm_tokenizer.json"
@@ -165,10 +166,6 @@ class TokenizerHandle:
         return plain_encode(self.backend, texts)
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)) and not name.startswith(".")
-
-
 def load_tokenizer(name: str | Path):
     """A `transformers` tokenizer from a local folder, or a hub id where the network is there."""
     from transformers import AutoTokenizer
@@ -183,7 +180,7 @@ def load_tokenizer(name: str | Path):
             raise ExpertlmError(
                 f"{path}: not a tokenizer folder ({str(e).splitlines()[0]})"
             ) from None
-    if not _looks_like_hub_id(str(name)):
+    if not is_hub_id(name):
         raise ExpertlmError(f"{name}: no such tokenizer folder")
     try:
         return AutoTokenizer.from_pretrained(str(name))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from expertlm.bench import read_benchmark
 from expertlm.corpus.clean import words
+from expertlm.eval.benchmark import read_benchmark
 from expertlm.io import sha256_file
 
 

@@ -18,7 +18,7 @@ so the output appears whole or not at all.
 Politeness: at most 3 requests per second, 10 with an API key (read from the environment
 variable named by `api_key_env`, sent only in POST bodies and never written anywhere),
 `tool`/`email` on every request, retries with exponential backoff on 429, 5xx, timeouts and
-dropped connections (`expertlm.fetch.Http`).
+dropped connections (`expertlm.net.Http`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError, where
-from expertlm.fetch import DownloadError, Http
 from expertlm.io import provenance, read_json, sha256_file, write_json
+from expertlm.net import DownloadError, Http
 
 DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 ESEARCH_WINDOW = 10_000  # PubMed's ESearch returns only the first 10,000 records of a search

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from expertlm.synth.bench import Item
+from expertlm.synth.benchmark import Item
 from expertlm.synth.world import World
 
 CLASS_L2 = 1.0

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.config import SynthConfig
 from expertlm.console import count_progress, info
 from expertlm.io import (
     JsonlWriter,
@@ -28,7 +27,8 @@ from expertlm.io import (
     write_json,
 )
 from expertlm.synth.baselines import ceilings
-from expertlm.synth.bench import DECONTAM_NGRAM, NgramGuard, make_items, write_items
+from expertlm.synth.benchmark import DECONTAM_NGRAM, NgramGuard, make_items, write_items
+from expertlm.synth.config import SynthConfig
 from expertlm.synth.world import make_world
 from expertlm.synth.writer import Writer
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.config import SynthConfig
 from expertlm.errors import ExpertlmError
 from expertlm.io import read_json
+from expertlm.synth.config import SynthConfig
 from expertlm.synth.lexicon import LEXICONS, Lexicon
 
 FORMAT = "expertlm.synth.world/1"

@@ -81,9 +81,9 @@ def shards_digest(p: Path) -> str:
 
 
 def model_digest(p: Path) -> str:
-    from expertlm.evaluate import model_identity
+    from expertlm.models import model_hash
 
-    return model_identity(p)["model_hash"] or str(p)
+    return model_hash(p)
 
 
 def synth_digest(p: Path) -> str:
@@ -98,14 +98,6 @@ def synth_digest(p: Path) -> str:
 def external(label: str, out: Path, digest: Callable[[Path], str]) -> Stage:
     """An input that exists outside the experiment (a file, a folder, a hub id): never run."""
     return Stage("input", label, out, {}, [], None, digest)  # type: ignore[arg-type]
-
-
-def is_hub_id(name: str) -> bool:
-    return (
-        not name.startswith((".", "/", "~"))
-        and name.count("/") <= 1
-        and not name.endswith((".csv", ".jsonl", ".gz", ".yaml"))
-    )
 
 
 def source_digest(p: Path) -> str:
@@ -134,7 +126,7 @@ def act_pubmed(st: Stage, options: dict, show: bool) -> None:
 
 
 def act_bench_fetch(st: Stage, cfg: dict) -> None:
-    from expertlm.fetch import bench_fetch
+    from expertlm.eval.fetch import bench_fetch
 
     bench_fetch(cfg["fetch"], st.out, from_dir=cfg["from_dir"], overwrite=True)
 
@@ -188,19 +180,19 @@ def act_merge(st: Stage, models: list[Path], base: Path | None, options: dict, s
 
 
 def act_eval_bench(st: Stage, model: Path, bench: Path, cfg: dict, show: bool) -> None:
-    from expertlm.evaluate import eval_bench
+    from expertlm.eval.evaluate import eval_bench
 
     eval_bench(str(model), bench, st.out, overwrite=True, show_progress=show, **cfg)
 
 
 def act_eval_ppl(st: Stage, model: Path, corpus: Path, cfg: dict, show: bool) -> None:
-    from expertlm.evaluate import eval_ppl
+    from expertlm.eval.evaluate import eval_ppl
 
     eval_ppl(str(model), corpus, st.out, overwrite=True, show_progress=show, **cfg)
 
 
 def act_eval_humans(st: Stage, participants: Path, items: str) -> None:
-    from expertlm.evaluate import eval_humans
+    from expertlm.eval.evaluate import eval_humans
 
     eval_humans(participants, st.out, overwrite=True, items=items)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm import stats
 from expertlm.errors import ExpertlmError, where
+from expertlm.eval import stats
 from expertlm.io import csv_rows
 
 REQUIRED = ("pid", "expertise", "confidence", "correct", "abstract_id", "journal_section")

@@ -19,15 +19,13 @@ from pydantic import ValidationError
 from expertlm.config import (
     CorpusConfig,
     EvalBenchConfig,
-    SynthConfig,
     TokenizerConfig,
     TrainConfig,
     format_validation_error,
 )
 from expertlm.console import console, info
 from expertlm.errors import ExpertlmError
-from expertlm.io import provenance, sha256_file, write_json
-from expertlm.stages import (
+from expertlm.experiment.stages import (
     STAGE_FILE,
     Stage,
     act_bench_fetch,
@@ -45,16 +43,18 @@ from expertlm.stages import (
     act_train,
     corpus_digest,
     external,
-    is_hub_id,
     model_digest,
     shards_digest,
     source_digest,
     synth_digest,
     tokenizer_digest,
 )
+from expertlm.io import provenance, sha256_file, write_json
+from expertlm.net import is_hub_id
+from expertlm.synth.config import SynthConfig
 
 if TYPE_CHECKING:
-    from expertlm.experiment import BenchmarkSpec, CorpusSpec, ExperimentSpec, VariantSpec
+    from expertlm.experiment.spec import BenchmarkSpec, CorpusSpec, ExperimentSpec, VariantSpec
 
 
 # --- the plan --------------------------------------------------------------------------------

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm import stats
-from expertlm.bench import apply_template, isolated_items, load_benchmark, resolve_template
 from expertlm.config import EvalBenchConfig, EvalHumansConfig, EvalPplConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
+from expertlm.eval import stats
+from expertlm.eval.benchmark import apply_template, isolated_items, load_benchmark, resolve_template
 from expertlm.io import (
     atomic_dir,
     check_output_dir,
-    combine_hashes,
     csv_rows,
     provenance,
     read_json,
@@ -43,18 +42,15 @@ ITEM_COLUMNS = ("id", "section", "parent", "tokens_original", "tokens_altered", 
 
 
 def model_identity(name: str | Path) -> dict:
-    """What a result records about its model: the path (or hub id) and a hash of its weights."""
+    """What a result records about its model: the path (or hub id) and its `models.model_hash`."""
+    from expertlm.models import model_hash
+
     path = Path(name)
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-        files += [p for p in (path / "config.json",) if p.is_file()]
-        digest = combine_hashes(f"{p.name}:{sha256_file(p)}" for p in files)
-        return {"model": str(path), "model_hash": digest}
-    return {"model": str(name), "model_hash": None}
+    return {"model": str(name), "model_hash": model_hash(path) if path.is_dir() else None}
 
 
 def _scorer(model: str | Path, cfg, bos):
-    from expertlm.scoring import Scorer
+    from expertlm.eval.scoring import Scorer
 
     return Scorer.load(model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                        stride=cfg.stride, padding_side=cfg.padding_side, bos=bos)  # fmt: skip
@@ -92,7 +88,7 @@ def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progres
 
 
 def _item_row(it, ea, eb, na, nb, cfg, context: int) -> dict:
-    from expertlm.scoring import reduce_nll
+    from expertlm.eval.scoring import reduce_nll
 
     first_a = ea.first if not cfg.score_template else 0
     first_b = eb.first if not cfg.score_template else 0
@@ -335,7 +331,7 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
 def eval_humans(participants: str | Path, out: str | Path, *, overwrite: bool = False,
                 **options) -> dict:  # fmt: skip
     """Human accuracy (pooled over trials), per section, top expertise, calibration."""
-    from expertlm.humans import human_summary, read_trials
+    from expertlm.eval.humans import human_summary, read_trials
 
     cfg = EvalHumansConfig.from_options(options)
     out = Path(out)

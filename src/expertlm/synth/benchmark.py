@@ -28,17 +28,14 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from expertlm.bench import BRAINBENCH_COLUMNS
 from expertlm.corpus.clean import words
 from expertlm.errors import ExpertlmError
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS
 from expertlm.io import write_jsonl
+from expertlm.synth.config import MAX_ITEMS_PER_PAIR
 from expertlm.synth.world import World
 from expertlm.synth.writer import Writer
 
-# An item set may reuse a pair for at most this many items (different interventions, species,
-# numbers and templates), so a small world cannot silently make a benchmark of near-copies.
-# Pairs are used in turn (per true effect), so their use differs by at most one.
-MAX_ITEMS_PER_PAIR = 8
 # Word n-gram length of the literature/benchmark overlap guard: the corpus stage's default.
 DECONTAM_NGRAM = 13
 _NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})

@@ -294,7 +294,7 @@ def _ceilings(binfo: dict):
 
 def _mcnemar_table(exp, data, nums: Numbers) -> list[list]:
     """Every pair of variants on every benchmark, seed by seed where both have the seed."""
-    from expertlm.evaluate import eval_compare
+    from expertlm.eval.evaluate import eval_compare
 
     rows = []
     names = list(data)

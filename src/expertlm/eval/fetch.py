@@ -1,14 +1,9 @@
-"""Downloads: a polite HTTP client, and `expertlm bench fetch brainbench`.
-
-`Http` is the one place expertlm talks to a server: request starts are spaced so that no more
-than `rate` requests start in any second, and 429, 5xx, timeouts and dropped connections are
-retried with exponential backoff (a server's Retry-After wins). It is the standard library's
-urllib underneath, so any URL works, a local test server included. The E-utilities client
-(`corpus/pubmed.py`) is built on it.
+"""`expertlm bench fetch brainbench`: the published BrainBench files, pinned and checked.
 
 `bench_fetch("brainbench", out)` downloads the published BrainBench test cases and the human
-participant data from the authors' GitHub repositories at pinned commits, checks them (columns,
-row counts) and writes them, with their sha256 in `manifest.json`, into one folder:
+participant data from the authors' GitHub repositories at pinned commits (through the polite
+client `net.Http`), checks them (columns, row counts) and writes them, with their sha256 in
+`manifest.json`, into one folder:
 
     OUT/BrainBench_Human_v0.1.csv    200 items written by neuroscientists
     OUT/BrainBench_GPT-4_v0.1.csv    100 items written by GPT-4
@@ -20,138 +15,18 @@ row counts) and writes them, with their sha256 in `manifest.json`, into one fold
 from __future__ import annotations
 
 import csv
-import email.utils
-import http.client
 import io
 import shutil
-import socket
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from expertlm.console import info, warn
+from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, check_output_dir, provenance, sha256_file, write_json
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# A server's Retry-After is obeyed up to this many seconds (a longer wait is a broken server).
-MAX_RETRY_AFTER_S = 300.0
-
-
-class DownloadError(ExpertlmError):
-    """A request that failed for good (retries spent, or an error that retrying cannot fix)."""
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-class Http:
-    """HTTP GET/POST with a request-rate ceiling and retries with exponential backoff.
-
-    `rate`: at most this many request starts in any one-second window (starts are spaced
-    1.05/rate apart; the 5% is room for scheduling jitter on either side). `retries`: further
-    attempts after a retryable failure, waiting `backoff_s * 2**attempt` (at most
-    `max_backoff_s`) or what Retry-After says. `secrets` are removed from every message this
-    client produces (an API key that a server echoes back in an error body, say).
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        retries: int = 6,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        timeout_s: float = 120.0,
-        secrets: tuple[str, ...] = (),
-    ) -> None:
-        from expertlm import __version__
-
-        self.interval = 1.05 / rate
-        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
-        self.timeout_s = timeout_s
-        self.secrets = tuple(s for s in secrets if s)
-        self.user_agent = f"expertlm/{__version__} (+python-urllib)"
-        self.requests = 0  # attempts actually sent, retries included
-        self._next_start = 0.0
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def _wait_turn(self) -> None:
-        now = time.monotonic()
-        if now < self._next_start:
-            time.sleep(self._next_start - now)
-            now = time.monotonic()
-        self._next_start = now + self.interval
-
-    def request(self, url: str, data: dict[str, Any] | None = None, what: str = "") -> bytes:
-        """The body of a GET (`data` None) or a form POST to `url`. Parameters go in the POST
-        body, never in the URL, so they appear in no log line or error message."""
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        what = what or url
-        for attempt in range(self.retries + 1):
-            self._wait_turn()
-            self.requests += 1
-            req = urllib.request.Request(url, data=body, headers={"User-Agent": self.user_agent})
-            wait = min(self.backoff_s * 2**attempt, self.max_backoff_s)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return resp.read()
-            except urllib.error.HTTPError as e:
-                html = "html" in (e.headers.get("Content-Type") or "")
-                detail = (
-                    ""
-                    if html or not e.fp
-                    else " ".join(e.read(300).decode("utf-8", "replace").split())
-                )
-                reason = f"HTTP {e.code} {e.reason}" + (f": {detail}" if detail else "")
-                if e.code not in RETRY_STATUSES:
-                    raise DownloadError(self.redact(f"{what}: {reason}")) from None
-                if (after := _retry_after(e.headers.get("Retry-After"))) is not None:
-                    wait = min(after, MAX_RETRY_AFTER_S)
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, socket.gaierror):  # no DNS: offline, or a wrong host
-                    raise DownloadError(
-                        self.redact(f"{what}: cannot resolve the host ({e.reason})")
-                    ) from None
-                reason = f"{e.reason}"
-            except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
-                # a dropped connection, a reset, a truncated body (IncompleteRead), a timeout
-                reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            if attempt == self.retries:
-                raise DownloadError(
-                    self.redact(f"{what}: {reason} (gave up after {attempt + 1} attempts)")
-                )
-            warn(
-                self.redact(f"{what}: {reason}; retry {attempt + 1}/{self.retries} in {wait:.1f} s")
-            )
-            time.sleep(wait)
-        raise AssertionError("unreachable")
-
-
-# --- BrainBench --------------------------------------------------------------------------------
+from expertlm.net import DownloadError, Http
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/"
 # The commits the authors' own analysis code pins for these two repositories, used as git
@@ -199,7 +74,7 @@ def _need_columns(path: Path, header: list[str], needed: tuple[str, ...]) -> Non
 
 def _check_testcases(rows_expected: int) -> Callable[[Path], dict]:
     def check(path: Path) -> dict:
-        from expertlm.bench import read_benchmark
+        from expertlm.eval.benchmark import read_benchmark
 
         header, rows = _csv_rows(path)
         _need_columns(path, header, TESTCASE_COLUMNS)
@@ -350,4 +225,4 @@ def bench_fetch(
     return out
 
 
-__all__ = ["DownloadError", "Http", "bench_fetch"]
+__all__ = ["bench_fetch"]
