@@ -9,16 +9,16 @@ import io
 import pytest
 
 from expertlm.errors import ExpertlmError
-from expertlm.eval.benchmark import BRAINBENCH_COLUMNS, BenchItem, read_benchmark
+from expertlm.eval.benchmark import BRAINBENCH_COLUMNS, Item, read_benchmark
 
 ITEMS = [
-    BenchItem(
+    Item.pair(
         "10.1523/JNEUROSCI.0001-23.2023",
         "Neurobiology of Disease",
         "Knockout increased firing, as expected.",
         "Knockout decreased firing, as expected.",
     ),
-    BenchItem(
+    Item.pair(
         "10.1523/JNEUROSCI.0002-23.2023",
         "Systems/Circuits",
         'Lesions "impaired" memory,\nacross two sessions.',
@@ -71,10 +71,10 @@ def test_reads_jsonl(tmp_path, write_jsonl, name):
 
 
 def test_ids_default_to_row_and_line(tmp_path, write_jsonl):
-    c = brainbench_csv(tmp_path / "bb.csv", [BenchItem("", "", "up", "down")])
+    c = brainbench_csv(tmp_path / "bb.csv", [Item.pair("", "", "up", "down")])
     assert read_benchmark(c)[0].id == "row1"
     j = write_jsonl(tmp_path / "bb.jsonl", ["", {"original": "up", "altered": "down"}])
-    assert read_benchmark(j)[0] == BenchItem("line2", "", "up", "down")
+    assert read_benchmark(j)[0] == Item.pair("line2", "", "up", "down")
 
 
 def test_csv_missing_columns_names_the_file_and_columns(tmp_path):
@@ -94,7 +94,7 @@ def test_jsonl_missing_field_names_file_and_line(tmp_path, write_jsonl):
 
 
 def test_csv_identical_versions_names_the_row(tmp_path):
-    same = BenchItem("10.1/same", "S", "identical text", "identical text")
+    same = Item.pair("10.1/same", "S", "identical text", "identical text")
     p = brainbench_csv(tmp_path / "bb.csv", [ITEMS[0], same])
     with pytest.raises(ExpertlmError, match="identical") as e:
         read_benchmark(p)
@@ -102,7 +102,7 @@ def test_csv_identical_versions_names_the_row(tmp_path):
 
 
 def test_jsonl_identical_versions_names_the_line(tmp_path, write_jsonl):
-    rows = bench_jsonl_rows([ITEMS[0], ITEMS[1], BenchItem("dup", "S", "same", "same")])
+    rows = bench_jsonl_rows([ITEMS[0], ITEMS[1], Item.pair("dup", "S", "same", "same")])
     p = write_jsonl(tmp_path / "bb.jsonl", rows)
     with pytest.raises(ExpertlmError, match="identical") as e:
         read_benchmark(p)
@@ -110,7 +110,7 @@ def test_jsonl_identical_versions_names_the_line(tmp_path, write_jsonl):
 
 
 def test_empty_version_is_an_error(tmp_path):
-    p = brainbench_csv(tmp_path / "bb.csv", [BenchItem("e", "S", "text", "  ")])
+    p = brainbench_csv(tmp_path / "bb.csv", [Item.pair("e", "S", "text", "  ")])
     with pytest.raises(ExpertlmError, match="empty version") as e:
         read_benchmark(p)
     assert f"{p}:2" in str(e.value)
@@ -153,8 +153,8 @@ def test_csv_fields_may_hold_unicode_line_separators(tmp_path):
     # U+0085 (NEL, e.g. a mis-decoded cp1252 ellipsis), U+2028 and form feed are not CSV
     # line ends, quoted or not.
     items = [
-        BenchItem("1", "S", "rose\x85 then fell", "fell\x85 then rose"),
-        BenchItem("2", "S", "a\u2028b", "c\x0cd"),
+        Item.pair("1", "S", "rose\x85 then fell", "fell\x85 then rose"),
+        Item.pair("2", "S", "a\u2028b", "c\x0cd"),
     ]
     p = tmp_path / "bb.csv"
     p.write_text(
@@ -163,6 +163,66 @@ def test_csv_fields_may_hold_unicode_line_separators(tmp_path):
         encoding="utf-8",
     )
     assert read_benchmark(p) == items
+
+
+# --- N-way items ------------------------------------------------------------------------------
+
+EXAM = [
+    {"id": "q1", "section": "Pharmacology", "question": "Which drug blocks NMDA receptors?",
+     "choices": ["Ketamine", "Diazepam", "Fluoxetine", "Haloperidol"], "answer": 0},
+    {"id": "q2", "choices": ["sodium", "potassium", "chloride"], "answer": 2,
+     "context": "The resting potential is closest to the reversal potential of"},
+]  # fmt: skip
+
+
+def test_reads_n_way_jsonl_alongside_pairs(tmp_path, write_jsonl):
+    p = write_jsonl(tmp_path / "exam.jsonl", [*EXAM, bench_jsonl_rows(ITEMS)[0]])
+    b = load_benchmark(p)
+    assert b.items == [
+        Item("q1", "Pharmacology", ("Ketamine", "Diazepam", "Fluoxetine", "Haloperidol"), 0,
+             "Which drug blocks NMDA receptors?"),
+        Item("q2", "", ("sodium", "potassium", "chloride"), 2,
+             "The resting potential is closest to the reversal potential of"),
+        ITEMS[0],
+    ]  # fmt: skip
+    assert [i.row for i in b.items] == [1, 2, 3]
+    assert b.report()["n_choices"] == {"2": 1, "3": 1, "4": 1}
+    assert [i.is_pair for i in b.items] == [False, False, True]
+    assert b.items[2].original == ITEMS[0].original and b.items[2].altered == ITEMS[0].altered
+
+
+def test_original_and_altered_are_only_for_pairs():
+    item = Item.pair("x", "S", "up", "down")
+    assert item.choices == ("up", "down") and item.answer == 0 and item.context == ""
+    for other in (Item("y", "S", ("a", "b", "c")), Item("z", "S", ("a", "b"), answer=1)):
+        with pytest.raises(ValueError, match="not an"):
+            other.original  # noqa: B018
+        with pytest.raises(ValueError, match="not an"):
+            other.altered  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [({"choices": ["a", "b", "c"], "answer": 3}, "field answer: expected the index of the right "
+      "choice, 0 to 2 (got 3)"),
+     ({"choices": ["a", "b"], "answer": -1}, "0 to 1 (got -1)"),
+     ({"choices": ["a", "b"], "answer": "A"}, "(got 'A')"),
+     ({"choices": ["a", "b"], "answer": True}, "(got True)"),
+     ({"choices": ["a", "b"]}, "(got None)"),
+     ({"choices": ["only"], "answer": 0}, "field choices: 1 choice(s), an item needs two or more"),
+     ({"choices": "a, b", "answer": 0}, "field choices: expected a list of texts"),
+     ({"choices": ["a", 2], "answer": 0}, "field choices: expected a list of texts"),
+     ({"choices": ["a", "b"], "answer": 0, "question": 7}, "field context (or question)"),
+     ({"id": "d", "choices": ["a", "b", "a"], "answer": 1}, "row 2 (d): choices 0 and 2 are "
+      "identical"),
+     ({"id": "e", "choices": ["a", " ", "c"], "answer": 0}, "row 2 (e): item has an empty choice")],
+)  # fmt: skip
+def test_bad_n_way_rows_are_one_line_errors_naming_the_line(tmp_path, write_jsonl, row, message):
+    p = write_jsonl(tmp_path / "exam.jsonl", [EXAM[0], row])
+    with pytest.raises(ExpertlmError) as e:
+        read_benchmark(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:2: ") and message in msg and "\n" not in msg, msg
 
 
 # --- markers, repair, templates, isolated sentences -----------------------------------------
@@ -317,23 +377,23 @@ def test_split_sentences_keeps_abbreviations_and_initials():
 def test_isolated_sentences_from_markers_and_from_a_diff():
     combined = "We studied mice. Knockout [[increased, decreased]] firing. Fig. 2 shows it. Lesions [[impaired, enhanced]] memory."
     o, a = derive_versions(combined)
-    from_markers = isolated_items([BenchItem("x", "S", o, a, combined)])
+    from_markers = isolated_items([Item.pair("x", "S", o, a, combined)])
     assert [(i.id, i.parent, i.original, i.altered) for i in from_markers] == [
         ("x#s1", "x", "Knockout increased firing.", "Knockout decreased firing."),
         ("x#s2", "x", "Lesions impaired memory.", "Lesions enhanced memory."),
     ]
-    from_diff = isolated_items([BenchItem("x", "S", o, a)])  # JSONL: no markers
+    from_diff = isolated_items([Item.pair("x", "S", o, a)])  # JSONL: no markers
     assert [(i.original, i.altered) for i in from_diff] == [
         (i.original, i.altered) for i in from_markers
     ]
     # a change whose alternatives hold ". " stays in one sentence; a diff finds two changes
     combined = "It [[rose. Then fell, fell. Then rose]]. End."
     o, a = derive_versions(combined)
-    tricky = isolated_items([BenchItem("y", "S", o, a, combined)])
+    tricky = isolated_items([Item.pair("y", "S", o, a, combined)])
     assert [(i.original, i.altered) for i in tricky] == [
         ("It rose. Then fell.", "It fell. Then rose.")
     ]
-    split = isolated_items([BenchItem("y", "S", o, a)])
+    split = isolated_items([Item.pair("y", "S", o, a)])
     assert [(i.original, i.altered) for i in split] == [
         ("It rose.", "It fell."),
         ("Then fell.", "Then rose."),

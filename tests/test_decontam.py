@@ -107,3 +107,22 @@ def test_documents_shorter_than_n_are_never_contaminated(tmp_path, write_jsonl):
     d = Decontaminator(bench_files(tmp_path, write_jsonl), n=13)
     assert d.is_contaminated("Optogenetic silencing") is False
     assert d.is_contaminated("") is False
+
+
+def test_every_choice_and_the_context_of_an_n_way_item_are_indexed(tmp_path, write_jsonl):
+    third = OTHER_ORIGINAL.replace("shortened", "thickened").replace("slower", "unchanged")
+    question = (
+        "In a study of chronic stress in adult rats, which finding about apical dendrites of "
+        "medial prefrontal neurons was reported?"
+    )
+    exam = write_jsonl(
+        tmp_path / "exam.jsonl",
+        [{"id": "q", "question": question, "choices": [OTHER_ORIGINAL, OTHER_ALTERED, third],
+          "answer": 0}],
+    )  # fmt: skip
+    d = Decontaminator([*bench_files(tmp_path, write_jsonl)[:1], exam], n=13)
+    run = run_of(third, 0, 13)
+    assert "thickened" in run and run not in OTHER_ORIGINAL and run not in OTHER_ALTERED
+    assert d.is_contaminated(f"{FILLER} {run} {FILLER_END}") is True
+    assert d.is_contaminated(f"{FILLER} {run_of(question, 2, 13)} {FILLER_END}") is True
+    assert d.report()["items_leaked"] == 1 and d.report()["items"] == 2

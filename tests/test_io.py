@@ -13,6 +13,7 @@ from expertlm.io import (
     JsonlWriter,
     atomic_dir,
     iter_jsonl,
+    jsonl_rows,
     read_json,
     sha256_file,
     sha256_text,
@@ -140,6 +141,17 @@ def test_jsonl_writer_counts_and_iter_reports_bytes(tmp_path):
     seen = []
     assert [r["i"] for r in iter_jsonl(p, on_bytes=seen.append)] == list(range(100))
     assert sum(seen) == p.stat().st_size
+
+
+def test_jsonl_rows_give_line_numbers_past_blank_lines(tmp_path):
+    p = tmp_path / "d.jsonl.gz"
+    p.write_bytes(gzip.compress(b'{"a": 1}\n\n  \n{"a": 2}\n'))
+    assert list(jsonl_rows(p)) == [(1, {"a": 1}), (4, {"a": 2})]
+    q = tmp_path / "e.jsonl"
+    q.write_text('{"a": 1}\n\n"text"\n', encoding="utf-8")
+    with pytest.raises(ExpertlmError, match="expected a JSON object") as e:
+        list(jsonl_rows(q))
+    assert f"{q}:3" in str(e.value)
 
 
 def test_iter_jsonl_error_names_file_and_line(tmp_path):

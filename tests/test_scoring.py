@@ -146,6 +146,75 @@ def test_pairs_without_a_usable_shared_prefix_fall_back():
     assert sc.windowed == 2
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_choice_nll_of_pairs_is_pair_nll_exactly(batch_size, side, arch):
+    fallback = [([1, 2, 3, 4, 5], [1, 2, 3]), ([7, 2, 3], [8, 2, 3]),
+                (list(range(1, 41)), list(range(1, 39)) + [60, 61])]  # fmt: skip
+    model = random_gpt2(64, n_positions=64) if arch == "gpt2" else tiny_llama(64)
+    short = random_gpt2(64, n_positions=32)  # the fallback pairs' model
+    for m, pairs in ((model, pairs_with_a_stem(11, 64)), (short, fallback)):
+        opts = {"device": "cpu", "batch_size": batch_size, "padding_side": side}
+        got = Scorer(m, IdTokenizer(), **opts).choice_nll(pairs)
+        want = Scorer(m, IdTokenizer(), **opts).pair_nll(pairs)
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert len(g) == 2 and all(np.array_equal(x, y) for x, y in zip(g, w, strict=True))
+
+
+def items_with_a_stem(n: int, n_choices: tuple[int, ...], vocab: int, seed: int = 0):
+    """`n` items after a shared stem; item k has n_choices[k % len(n_choices)] sequences, each
+    leaving the first at its own point (so the item's shared prefix is the earliest)."""
+    rng = np.random.default_rng(seed)
+    stem = list(rng.integers(0, vocab, 10))
+    items = []
+    for k in range(n):
+        length = int(rng.integers(8, 40))
+        first = stem + list(rng.integers(0, vocab, length))
+        seqs = [first]
+        for _ in range(n_choices[k % len(n_choices)] - 1):
+            p = int(rng.integers(1, length - 2))
+            tail = rng.integers(0, vocab, length - p + int(rng.integers(-2, 3)))
+            seqs.append(first[: len(stem) + p] + list(tail))
+        items.append(seqs)
+    return items
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("n_choices", [(3,), (4,), (2, 3)])
+def test_choice_nll_equals_one_at_a_time(n_choices, batch_size, side, arch):
+    model = random_gpt2(64, n_positions=64) if arch == "gpt2" else tiny_llama(64)
+    items = items_with_a_stem(9, n_choices, 64)
+    one = Scorer(model, IdTokenizer(), device="cpu", batch_size=1)
+    sc = Scorer(model, IdTokenizer(), device="cpu", batch_size=batch_size, padding_side=side)
+    got = sc.choice_nll(items)
+    assert sc._stem_memo is not None and len(sc._stem_memo.ids) >= 10  # the stem ran once
+    assert [len(g) for g in got] == [len(seqs) for seqs in items]
+    for g, seqs in zip(got, items, strict=True):
+        for nll, seq in zip(g, seqs, strict=True):
+            ref = one.token_nll([seq])[0]
+            assert nll.shape == ref.shape and rel(nll, ref) < 1e-5
+
+
+def test_n_way_items_without_a_usable_shared_prefix_fall_back():
+    model = random_gpt2(64, n_positions=32)
+    sc = Scorer(model, IdTokenizer(), device="cpu")
+    one = Scorer(model, IdTokenizer(), device="cpu")
+    nested = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 3]]  # one choice is the shared prefix
+    first_differs = [[7, 2, 3], [7, 2, 4], [8, 2, 3]]
+    long = [list(range(1, 41)), list(range(1, 39)) + [60, 61], list(range(1, 30))]  # 2 > 32
+    shared = [[5, 6, 7, 8, 9], [5, 6, 7, 1], [5, 6, 2, 2, 2, 2]]  # scored from its prefix
+    items = [nested, first_differs, long, shared]
+    got = sc.choice_nll(items)
+    for g, seqs in zip(got, items, strict=True):
+        for nll, seq in zip(g, seqs, strict=True):
+            assert rel(nll, one.token_nll([seq])[0]) < 1e-5
+    assert sc.windowed == 2
+
+
 def test_encode_marks_where_the_abstract_starts(tok, bigram):
     _, model = bigram
     sc = Scorer(model, tok, device="cpu")

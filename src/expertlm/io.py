@@ -185,10 +185,11 @@ def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple
             ) from None
 
 
-def iter_jsonl(
+def jsonl_rows(
     path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
-) -> Iterator[dict]:
-    """Read a JSON Lines file this tool wrote; a bad line is an error naming file and line."""
+) -> Iterator[tuple[int, dict]]:
+    """`(line number, object)` of each non-blank line of a JSON Lines file (optionally .gz); the
+    one JSON Lines reader. A line that is not a JSON object is an error naming file and line."""
     for lineno, line in read_lines(path, on_bytes):
         if not line.strip():
             continue
@@ -198,6 +199,14 @@ def iter_jsonl(
             raise ExpertlmError(f"{where(path, lineno)}: not valid JSON ({e})") from None
         if not isinstance(obj, dict):
             raise ExpertlmError(f"{where(path, lineno)}: expected a JSON object")
+        yield lineno, obj
+
+
+def iter_jsonl(
+    path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[dict]:
+    """The objects of a JSON Lines file (`jsonl_rows` without the line numbers)."""
+    for _, obj in jsonl_rows(path, on_bytes):
         yield obj
 
 

@@ -1,9 +1,10 @@
 """Decontamination: drop every document that shares a word n-gram with a benchmark item.
 
-Both versions of every item are indexed (a leak of either tells the model the answer or its
-distractor). Words are case-folded and punctuation is dropped, so formatting differences
-between a paper's full text and the benchmark abstract do not hide a leak. The default n = 13
-follows the GPT-3 paper's contamination analysis.
+Every choice of every item is indexed, and its context (an exam question): for BrainBench, both
+versions (a leak of any choice tells the model the answer or a distractor). Words are case-folded
+and punctuation is dropped, so formatting differences between a paper's full text and the
+benchmark abstract do not hide a leak. The default n = 13 follows the GPT-3 paper's contamination
+analysis.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Decontaminator:
                 {"path": str(path), "sha256": sha256_file(path), "items": len(items)}
             )
             for item in items:
-                for text in (item.original, item.altered):
+                for text in (item.context, *item.choices):
                     for h in self._ngrams(text):
                         self.index.setdefault(h, n_items)
                 n_items += 1

@@ -1,28 +1,33 @@
-"""Benchmark formats: the BrainBench CSV as published, and the JSONL form; prompt templates;
+"""Benchmark formats: the BrainBench CSV as published, and the JSONL forms; prompt templates;
 the `[[original, altered]]` markers; isolated-sentence items.
 
-Each item is one abstract in two versions, the original result and an altered one. The BrainBench
-CSV carries both versions twice: as full texts (`original_abstract`, `incorrect_abstract`) and as
-one text with every change marked (`combined_abstract`, `... [[increased, decreased]] ...`). The
-full-text columns are used by default (they reproduce the published numbers), and every row's
-markers are checked against them: a marker can be malformed (unbalanced brackets, no comma) or
-ambiguous (a comma inside an alternative: `[[fast, strong, slow, weak]]` splits at three places),
-and the published columns may carry the mistake of a naive split on ",". `load_benchmark` reports
-each such row by number; `repair=True` re-derives both versions from the markers where that can be
-done unambiguously and drops the rest.
+An item is N alternative texts (choices), one of them right, optionally after a shared context
+(an exam question): JSONL `{"id", "section", "choices": [...], "answer": index}`, with `context`
+(or `question`). A BrainBench item is the N = 2 case: one abstract in two versions, the original
+result (the right one) and an altered one, JSONL `{"id", "section", "original", "altered"}`.
+
+The BrainBench CSV carries both versions twice: as full texts (`original_abstract`,
+`incorrect_abstract`) and as one text with every change marked (`combined_abstract`,
+`... [[increased, decreased]] ...`). The full-text columns are used by default (they reproduce
+the published numbers), and every row's markers are checked against them: a marker can be
+malformed (unbalanced brackets, no comma) or ambiguous (a comma inside an alternative:
+`[[fast, strong, slow, weak]]` splits at three places), and the published columns may carry the
+mistake of a naive split on ",". `load_benchmark` reports each such row by number; `repair=True`
+re-derives both versions from the markers where that can be done unambiguously and drops the
+rest.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
-import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import csv_rows, read_lines, sha256_file
+from expertlm.io import csv_rows, jsonl_rows, sha256_file
 
 BRAINBENCH_COLUMNS = (
     "doi",
@@ -45,15 +50,43 @@ MAX_READINGS = 256
 
 
 @dataclass(frozen=True)
-class BenchItem:
+class Item:
+    """One benchmark item: the model should find `choices[answer]` the most likely text."""
+
     id: str
     section: str
-    original: str
-    altered: str
+    choices: tuple[str, ...]
+    answer: int = 0
+    context: str = ""  # shared text before every choice (an exam question); "" for BrainBench
     # The text with every change marked `[[original, altered]]` ("" when the file has none).
     combined: str = field(default="", compare=False)
     row: int = field(default=0, compare=False)  # 1-based CSV data row or JSONL line
     parent: str = field(default="", compare=False)  # isolated sentences: the abstract's id
+
+    @classmethod
+    def pair(cls, id: str, section: str, original: str, altered: str, combined: str = "",
+             row: int = 0, parent: str = "") -> Item:  # fmt: skip
+        """A BrainBench item: two versions, the original right."""
+        return cls(id, section, (original, altered), 0, "", combined, row, parent)
+
+    @property
+    def is_pair(self) -> bool:
+        """Two choices, the first right: an (original, altered) BrainBench item."""
+        return len(self.choices) == 2 and self.answer == 0
+
+    @property
+    def original(self) -> str:
+        return self._versions()[0]
+
+    @property
+    def altered(self) -> str:
+        return self._versions()[1]
+
+    def _versions(self) -> tuple[str, ...]:
+        if not self.is_pair:
+            raise ValueError(f"item {self.id}: {len(self.choices)} choices, answer "
+                             f"{self.answer}: not an (original, altered) item")  # fmt: skip
+        return self.choices
 
 
 @dataclass(frozen=True)
@@ -76,7 +109,7 @@ class Benchmark:
     """A benchmark file read and checked: the items to score and what the check found."""
 
     path: Path
-    items: list[BenchItem]
+    items: list[Item]
     problems: list[MarkerProblem]
     rows: int  # rows read
     checked: int  # rows whose markers were checked
@@ -95,6 +128,9 @@ class Benchmark:
             "sha256": self.sha256,
             "rows": self.rows,
             "items": len(self.items),
+            "n_choices": {
+                str(n): k for n, k in sorted(Counter(len(i.choices) for i in self.items).items())
+            },
             "markers_checked": self.checked,
             "marker_problems": kinds,
             "repair": self.repair,
@@ -107,7 +143,7 @@ class Benchmark:
         }
 
 
-def read_benchmark(path: str | Path, repair: bool = False) -> list[BenchItem]:
+def read_benchmark(path: str | Path, repair: bool = False) -> list[Item]:
     """The items of a BrainBench CSV (`.csv`) or benchmark JSONL (`.jsonl`, `.jsonl.gz`)."""
     return load_benchmark(path, repair=repair).items
 
@@ -134,10 +170,7 @@ def load_benchmark(path: str | Path, repair: bool = False) -> Benchmark:
             item = _check_markers(item, src, bench, repair)
             if item is None:
                 continue
-        if item.original == item.altered:
-            raise ExpertlmError(
-                f"{src}: row {item.row} ({item.id}): identical original and altered versions"
-            )
+        _check_distinct(item, src)
         bench.items.append(item)
     if not bench.items:
         raise ExpertlmError(
@@ -147,17 +180,32 @@ def load_benchmark(path: str | Path, repair: bool = False) -> Benchmark:
     return bench
 
 
-def _check_nonempty(item: BenchItem, src: str) -> None:
-    if not item.original.strip() or not item.altered.strip():
-        raise ExpertlmError(f"{src}: row {item.row} ({item.id}): item has an empty version")
+def _check_nonempty(item: Item, src: str) -> None:
+    if not all(c.strip() for c in item.choices):
+        what = "version" if item.is_pair else "choice"
+        raise ExpertlmError(f"{src}: row {item.row} ({item.id}): item has an empty {what}")
 
 
-def _read_csv(path: Path) -> list[tuple[BenchItem, str]]:
+def _check_distinct(item: Item, src: str) -> None:
+    """Two identical choices cannot be told apart: the item would be a tie whatever the model."""
+    first: dict[str, int] = {}  # choice -> its first index
+    for k, c in enumerate(item.choices):
+        if c in first:
+            what = (
+                "identical original and altered versions"
+                if item.is_pair
+                else f"choices {first[c]} and {k} are identical"
+            )
+            raise ExpertlmError(f"{src}: row {item.row} ({item.id}): {what}")
+        first[c] = k
+
+
+def _read_csv(path: Path) -> list[tuple[Item, str]]:
     rows = []
     for row_no, (line, row) in enumerate(
         csv_rows(path, ("original_abstract", "incorrect_abstract")), 1
     ):
-        item = BenchItem(
+        item = Item.pair(
             id=(row.get("doi") or "").strip() or f"row{row_no}",
             section=(row.get("journal_section") or "").strip(),
             original=row["original_abstract"] or "",
@@ -169,31 +217,43 @@ def _read_csv(path: Path) -> list[tuple[BenchItem, str]]:
     return rows
 
 
-def _read_jsonl(path: Path) -> list[tuple[BenchItem, str]]:
+def _read_jsonl(path: Path) -> list[tuple[Item, str]]:
+    """Rows of either JSONL form: `original`/`altered` (BrainBench), or `choices` + `answer`."""
     rows = []
-    for lineno, line in read_lines(path):
-        if not line.strip():
-            continue
+    for lineno, obj in jsonl_rows(path):
         src = where(path, lineno)
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ExpertlmError(f"{src}: not valid JSON ({e})") from None
-        if not isinstance(obj, dict):
-            raise ExpertlmError(f"{src}: expected a JSON object")
-        missing = [k for k in ("original", "altered") if not isinstance(obj.get(k), str)]
-        if missing:
-            raise ExpertlmError(f"{src}: missing text field(s) {', '.join(missing)}")
-        item = BenchItem(
-            id=str(obj.get("id") or f"line{lineno}"),
-            section=str(obj.get("section") or ""),
-            original=obj["original"],
-            altered=obj["altered"],
-            combined=obj.get("combined") if isinstance(obj.get("combined"), str) else "",
-            row=lineno,
-        )
+        item_id, section = str(obj.get("id") or f"line{lineno}"), str(obj.get("section") or "")
+        if "choices" in obj:
+            item = _choice_item(obj, src, item_id, section, lineno)
+        else:
+            missing = [k for k in ("original", "altered") if not isinstance(obj.get(k), str)]
+            if missing:
+                raise ExpertlmError(f"{src}: missing text field(s) {', '.join(missing)}")
+            combined = obj.get("combined") if isinstance(obj.get("combined"), str) else ""
+            item = Item.pair(item_id, section, obj["original"], obj["altered"], combined, lineno)
         rows.append((item, src))
     return rows
+
+
+def _choice_item(obj: dict, src: str, item_id: str, section: str, lineno: int) -> Item:
+    choices = obj["choices"]
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise ExpertlmError(f"{src}: field choices: expected a list of texts")
+    if len(choices) < 2:
+        raise ExpertlmError(
+            f"{src}: field choices: {len(choices)} choice(s), an item needs two or more"
+        )
+    answer = obj.get("answer")
+    # bool is an int in Python, and `true` is no index
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+        raise ExpertlmError(
+            f"{src}: field answer: expected the index of the right choice, 0 to "
+            f"{len(choices) - 1} (got {answer!r})"
+        )
+    context = obj.get("context", obj.get("question", ""))
+    if not isinstance(context, str):
+        raise ExpertlmError(f"{src}: field context (or question): expected a text")
+    return Item(item_id, section, tuple(choices), answer, context, row=lineno)
 
 
 # --- markers ---------------------------------------------------------------------------------
@@ -260,13 +320,13 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) -> BenchItem | None:
+def _check_markers(item: Item, src: str, bench: Benchmark, repair: bool) -> Item | None:
     """Check one row; return the item to score (or None when --repair drops it)."""
 
     def problem(kind: str, detail: str, action: str) -> None:
         bench.problems.append(MarkerProblem(item.row, src, item.id, kind, detail, action))
 
-    def unusable(kind: str, detail: str) -> BenchItem | None:
+    def unusable(kind: str, detail: str) -> Item | None:
         """Markers that cannot give the two versions: --repair drops the row, else the columns."""
         if repair:
             bench.dropped += 1
@@ -291,7 +351,7 @@ def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) ->
         if repair:
             bench.repaired += 1
             problem("mismatch", _first_difference(orig, alt, item), "repaired from the markers")
-            return replace(item, original=orig, altered=alt)
+            return replace(item, choices=(orig, alt))
         problem("mismatch", _first_difference(orig, alt, item), "kept (full-text columns used)")
         return item
     shown = "; ".join("[[" + ", ".join(p[0]) + "]]" for p in ambiguous[:3])
@@ -306,7 +366,7 @@ def _check_markers(item: BenchItem, src: str, bench: Benchmark, repair: bool) ->
                     f"{'none' if not matching else 'several'} of {len(readings)} readings")  # fmt: skip
 
 
-def _first_difference(orig: str, alt: str, item: BenchItem) -> str:
+def _first_difference(orig: str, alt: str, item: Item) -> str:
     for name, derived, col in (("original", orig, item.original), ("altered", alt, item.altered)):
         d, c = _norm(derived), _norm(col)
         if d != c:
@@ -383,7 +443,7 @@ def diff_parts(original: str, altered: str) -> list[str | tuple[str, str]]:
     return out
 
 
-def _marker_parts(item: BenchItem) -> list[str | tuple[str, str]] | None:
+def _marker_parts(item: Item) -> list[str | tuple[str, str]] | None:
     """The item as literal strings and (original, altered) changes from its markers, when they
     are well-formed, unambiguous and agree with the item's two versions; else None."""
     if not item.combined.strip():
@@ -401,7 +461,7 @@ def _marker_parts(item: BenchItem) -> list[str | tuple[str, str]] | None:
     return [p[0] if isinstance(p, tuple) else p for p in parts]
 
 
-def isolated_items(items: list[BenchItem]) -> list[BenchItem]:
+def isolated_items(items: list[Item]) -> list[Item]:
     """Each sentence that carries a change becomes its own two-choice item (the published
     "isolated sentences" analysis), with `parent` set to the abstract's id. With usable markers,
     sentences are split on the text with every change hidden behind a placeholder (a change never
@@ -412,12 +472,12 @@ def isolated_items(items: list[BenchItem]) -> list[BenchItem]:
         pairs = _changed_sentences(item)
         for k, (orig, alt, marked) in enumerate(pairs, 1):
             out.append(
-                BenchItem(f"{item.id}#s{k}", item.section, orig, alt, marked, item.row, item.id)
+                Item.pair(f"{item.id}#s{k}", item.section, orig, alt, marked, item.row, item.id)
             )
     return out
 
 
-def _changed_sentences(item: BenchItem) -> list[tuple[str, str, str]]:
+def _changed_sentences(item: Item) -> list[tuple[str, str, str]]:
     parts = _marker_parts(item)
     if parts is None:
         so, sa = split_sentences(item.original), split_sentences(item.altered)

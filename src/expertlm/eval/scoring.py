@@ -9,9 +9,10 @@ Three ways to the same numbers:
 - `token_nll(seqs)`: sequences batched by length with attention masks, padding on either side;
   a sequence longer than the model's context is scored with a sliding window (each token once,
   with at least `context - stride` tokens of context), never truncated.
-- `pair_nll(pairs)`: the two versions of a benchmark item are identical up to the first change,
-  so the shared prefix (template included) is run once, and both continuations are run from its
-  key/value cache. Same per-token numbers (within float32 rounding), less compute.
+- `choice_nll(items)`: the N choices of a benchmark item (N = 2 for BrainBench: `pair_nll`) are
+  identical up to the first difference, so the shared prefix (template included) is run once,
+  and all N continuations are run from its key/value cache. Same per-token numbers (within
+  float32 rounding), less compute.
 - `Scorer(..., batch_size=1)` with `token_nll` on one text at a time: the published loop.
 
 Log-probabilities are always taken in float32, whatever the model's dtype.
@@ -236,30 +237,38 @@ class Scorer:
         return np.concatenate(parts)
 
     @torch.inference_mode()
-    def pair_nll(
-        self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-token NLL of both sequences of each pair. Each pair's shared prefix runs once, and
-        the stem shared by every pair in the call (the prompt template) runs once for all."""
-        out: list = [None] * len(pairs)
-        todo: list[tuple[int, int]] = []  # (pair index, shared prefix length)
-        for i, (a, b) in enumerate(pairs):
-            p = _common_prefix(a, b)
-            if max(len(a), len(b)) > self.context or p < 1 or p == min(len(a), len(b)):
-                out[i] = tuple(self.token_nll([a, b]))  # windowed, no shared prefix, or nested
+    def choice_nll(self, items: Sequence[Sequence[Sequence[int]]]) -> list[list[np.ndarray]]:
+        """Per-token NLL of every sequence of each item (an item: N >= 2 sequences, N may differ
+        between items). Each item's shared prefix runs once, and the stem shared by every item
+        in the call (the prompt template) runs once for all."""
+        out: list = [None] * len(items)
+        todo: list[tuple[int, int]] = []  # (item index, shared prefix length)
+        for i, seqs in enumerate(items):
+            p = _common_prefix(*seqs)
+            if max(map(len, seqs)) > self.context or p < 1 or p == min(map(len, seqs)):
+                out[i] = self.token_nll(seqs)  # windowed, no shared prefix, or nested
             else:
                 todo.append((i, p))
         if not todo:
             return out
-        first = pairs[todo[0][0]][0]
-        n_stem = min(_common_prefix(first, pairs[i][0]) for i, _ in todo)
+        first = items[todo[0][0]][0]
+        n_stem = min(_common_prefix(first, items[i][0]) for i, _ in todo)
         n_stem = min(n_stem, min(p for _, p in todo) - 1)  # every item keeps a token of its own
         stem = self._stem(list(first[:n_stem])) if n_stem >= MIN_STEM else None
-        done = self._in_batches([i for i, _ in todo], lambda i: max(map(len, pairs[i])),
-                                lambda group: self._shared_prefix([pairs[i] for i in group], stem))  # fmt: skip
+        done = self._in_batches(
+            [i for i, _ in todo],
+            lambda i: max(map(len, items[i])),
+            lambda group: self._shared_prefix([items[i] for i in group], stem),
+        )
         for i, r in done.items():
             out[i] = r
         return out
+
+    def pair_nll(
+        self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`choice_nll` of two-sequence items, each result as a tuple (a, b)."""
+        return [tuple(r) for r in self.choice_nll(pairs)]
 
     def _stem(self, ids: list[int]) -> _Stem:
         """Keys/values and NLLs of the tokens every prompt starts with (kept for the next call)."""
@@ -271,12 +280,12 @@ class Scorer:
         self._stem_memo = _Stem(ids, kv, head, res.logits[0, -1])
         return self._stem_memo
 
-    def _shared_prefix(self, pairs: list[tuple[Sequence[int], Sequence[int]]], stem: _Stem | None):
+    def _shared_prefix(self, items: list[Sequence[Sequence[int]]], stem: _Stem | None):
         from transformers import DynamicCache
 
         dev = self.device
         n_stem = len(stem.ids) if stem is not None else 0
-        prefixes = [list(a[: _common_prefix(a, b)]) for a, b in pairs]
+        prefixes = [list(seqs[0][: _common_prefix(*seqs)]) for seqs in items]
         rests = [pre[n_stem:] for pre in prefixes]  # each at least one token
         ids, mask, pos = self._pad(rests)
         B, width = ids.shape
@@ -306,30 +315,32 @@ class Scorer:
             last_logits.append(res.logits[r, start + len(rest) - 1])
         cache = res.past_key_values
         del res
-        # Both continuations of every item from its prefix's cache: rows 2r (a) and 2r + 1 (b).
-        cache.batch_repeat_interleave(2)
+        # Every continuation of every item from its prefix's cache: item r's N_r sequences are
+        # the rows `rows == r`, in order (for pairs: rows 2r and 2r + 1).
+        rows = torch.tensor([r for r, seqs in enumerate(items) for _ in seqs], device=dev)
+        cache.batch_select_indices(rows)
         tails = [
-            list(x[len(pre) :]) for (a, b), pre in zip(pairs, prefixes, strict=True) for x in (a, b)
+            list(x[len(pre) :]) for seqs, pre in zip(items, prefixes, strict=True) for x in seqs
         ]
         t_ids, t_mask, _ = self._pad(tails, side="right")
         # positions continue each item's prefix (padding slots clamped: a short prefix plus the
         # batch's widest tail may run past the position table)
-        starts = torch.tensor([len(pre) for pre in prefixes], device=dev).repeat_interleave(2)
+        starts = torch.tensor([len(pre) for pre in prefixes], device=dev)[rows]
         t_pos = (starts[:, None] + torch.arange(t_ids.shape[1], device=dev)).clamp(
             max=self.context - 1
         )
-        full_mask = torch.cat([mask.repeat_interleave(2, dim=0), t_mask], dim=1)
+        full_mask = torch.cat([mask[rows], t_mask], dim=1)
         logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
                             past_key_values=cache, use_cache=True).logits  # fmt: skip
-        out = []
-        for r in range(len(pairs)):
+        out, row = [], 0
+        for r, seqs in enumerate(items):
             versions = []
-            for v in (0, 1):
-                t = tails[2 * r + v]
+            for t in tails[row : row + len(seqs)]:
                 first = _nll(last_logits[r][None], torch.tensor([t[0]], device=dev))
-                rest = _nll(logits[2 * r + v, : len(t) - 1], t_ids[2 * r + v, 1 : len(t)])
+                rest = _nll(logits[row, : len(t) - 1], t_ids[row, 1 : len(t)])
                 versions.append(np.concatenate([heads[r], first, rest]))
-            out.append(tuple(versions))
+                row += 1
+            out.append(versions)
         return out
 
 
@@ -341,12 +352,12 @@ class _Stem:
     last_logits: torch.Tensor  # predicts the token after the stem
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    k = 0
-    while k < n and a[k] == b[k]:
-        k += 1
-    return k
+def _common_prefix(*seqs: Sequence[int]) -> int:
+    """Length of the prefix every one of `seqs` starts with."""
+    for k, column in enumerate(zip(*seqs, strict=False)):  # up to the shortest
+        if any(t != column[0] for t in column[1:]):
+            return k
+    return min(map(len, seqs))
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
