@@ -41,7 +41,10 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from expertlm.config import TrainConfig
 from expertlm.models import flops_per_token
+from expertlm.objectives import CausalLM, Windows
+from expertlm.train import adamw, train_step
 
 VOCAB = 16_000
 CONTEXT = 256
@@ -146,14 +149,27 @@ def ours(
     lr: float,
     bf16: bool,
 ) -> dict:
-    """`expertlm train`'s step (`train.train_step`, via `train_loop_for_bench`) on the same model
-    and the same chunks: step s trains on tokens[s*batch*context : (s+1)*batch*context], 2
-    warm-up steps untimed, AdamW(lr, weight_decay=0.1 on matrices), clipping at 1.0."""
-    from expertlm.train import train_loop_for_bench
-
-    return train_loop_for_bench(
-        model, data, steps=steps, batch=batch, context=context, lr=lr, bf16=bf16
-    )
+    """`expertlm train`'s step (`train.train_step` with the `CausalLM` objective and
+    `train.adamw`: weight decay 0.1 on matrices; clipping at 1.0) on the same model and the same
+    chunks, read in order as the reference reads them (step s: `batch` windows of context + 1
+    tokens from tokens[s*batch*context] on), not in a run's shuffled order; tokens/s after
+    `WARMUP` steps, and the loss of every step."""
+    cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
+    windows = Windows(data, context, seed=0)
+    objective = CausalLM(windows, windows, cfg.val_windows)  # its loss only: nothing validates
+    optimizer = adamw(model, cfg, lr)
+    model.train()
+    losses: list[float] = []
+    t0 = 0.0
+    for step in range(steps):
+        if step == WARMUP:
+            t0 = time.perf_counter()
+        rows = [(step * batch + b) % windows.count for b in range(batch)]
+        xy = torch.stack([windows.window(r) for r in rows])  # (B, T + 1)
+        loss, _ = train_step(model, model, optimizer, [xy], objective, cfg, torch.device("cpu"))
+        losses.append(loss)
+    elapsed = time.perf_counter() - t0
+    return {"tokens_per_s": (steps - WARMUP) * batch * context / elapsed, "losses": losses}
 
 
 def main() -> None:

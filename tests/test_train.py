@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import math
 import os
@@ -21,9 +22,12 @@ import torch
 
 from expertlm.config import TrainConfig
 from expertlm.errors import ExpertlmError
+from expertlm.objectives import CausalLM, Objective, Windows
 from expertlm.shards import data_prepare, open_tokens
 from expertlm.tokenizer import tokenizer_train
-from expertlm.train import Windows, lr_at, train
+from expertlm.train import finish, fit, lr_at, setup, train
+
+from lm_fixtures import random_gpt2
 
 TINY = {"preset": "gpt2-tiny", "context": 32, "micro_batch": 4, "lr": 3e-3, "show_progress": False}
 
@@ -206,7 +210,7 @@ def test_continued_pretraining_of_a_llama_style_model(shards, tmp_path):
 
 
 def test_a_nan_loss_stops_with_the_last_good_checkpoint_named(shards, tmp_path, monkeypatch):
-    from expertlm import train as train_mod
+    train_mod = importlib.import_module("expertlm.train")
 
     real = train_mod.train_step
     calls = []
@@ -294,3 +298,65 @@ def test_bf16_autocast_trains_and_saves_fp32_weights(shards, tmp_path):
     assert all(math.isfinite(v) for v in losses(run).values())
     weights = load_file(run / "model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float32}
+
+
+def test_the_causal_lm_loss_is_the_mean_next_token_cross_entropy():
+    tokens = np.random.default_rng(0).integers(0, 50, size=201).astype(np.uint16)
+    objective = CausalLM(Windows(tokens, 16, seed=0), Windows(tokens, 16, seed=0), val_windows=4)
+    xy = objective.batch(0, 3)  # (B, T + 1)
+    model = random_gpt2(vocab=50, n_positions=16)
+    loss, metrics = objective.loss(model, xy)
+    with torch.no_grad():
+        logits = model(input_ids=xy[:, :-1]).logits.double()  # (B, T, V)
+    logp = logits - logits.exp().sum(-1, keepdim=True).log()  # log softmax, by hand, in fp64
+    nll = -logp.gather(-1, xy[:, 1:, None]).squeeze(-1)  # (B, T): token t + 1 given tokens <= t
+    assert loss.item() == pytest.approx(nll.mean().item(), rel=1e-6)
+    assert metrics == {}
+    assert objective.tokens(5) == 5 * 16
+
+
+class CopyTheToken(Objective):
+    """A toy objective, not a language model: predict each input token itself, from batches of
+    its own (random ids, seeded by position) and with a metric of its own."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab, self.examples = vocab, 1000
+
+    def batch(self, position: int, size: int) -> torch.Tensor:
+        return torch.randint(
+            0, self.vocab, (size, 8), generator=torch.Generator().manual_seed(position)
+        )
+
+    def loss(self, forward, ids):
+        logits = forward(input_ids=ids).logits.float()  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.vocab), ids.reshape(-1))
+        return loss, {"copy_accuracy": (logits.argmax(-1) == ids).float().mean().item()}
+
+    def tokens(self, position: int) -> int:
+        return position * 8
+
+    def validate(self, model, micro_batch, device, bf16):
+        return {}
+
+
+def test_a_new_objective_trains_through_fit_without_touching_the_loop(shards, tmp_path):
+    run, _ = setup(
+        shards, tmp_path / "run", **TINY, max_steps=12, ckpt_every_steps=6, log_every_steps=1
+    )
+    toy = CopyTheToken(run.model.config.vocab_size)
+    fit(run, toy)
+    out = finish(run)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert all(0 <= r["copy_accuracy"] <= 1 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["tokens"] == toy.tokens(12 * 4) == 12 * 4 * 8
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == [
+        "step-00000006",
+        "step-00000012",
+    ]
+    state = json.loads(
+        (out / "checkpoints" / "step-00000012" / "trainer_state" / "state.json").read_text()
+    )
+    assert state["step"] == 12 and state["position"] == 12 * 4
+    assert json.loads((out / "run.json").read_text())["tokens"] == 12 * 4 * 8

@@ -1,10 +1,13 @@
 """`expertlm train`: shards -> a model, on one CPU core, one GPU or many (torchrun), same command.
 
-One readable loop (nanoGPT-style); factored out are the schedule (`lr_at`), the data order
-(`Windows`), evaluation (`val_loss`) and checkpoints (`save_checkpoint`, `load_checkpoint`).
-A checkpoint holds everything the next step depends on (weights, optimizer, RNG states, step,
-data position), so a run killed at any moment and resumed takes the same steps, bit for bit on
-CPU in float32. With `lora`, the weights a checkpoint holds are the adapters only (`lora.py`).
+`train` is `setup` (config, processes, model, optimizer, the objective, the resume point),
+`fit` (one readable loop, nanoGPT-style) and `finish` (the run folder's final files). What is
+learnt is the objective's (`objectives.py`: its data order, loss and validation); the loop owns
+the schedule (`lr_at`), accumulation, processes, logs and checkpoints (`save_checkpoint`,
+`load_checkpoint`). A checkpoint holds everything the next step depends on (weights, optimizer,
+RNG states, step, data position), so a run killed at any moment and resumed takes the same
+steps, bit for bit on CPU in float32. With `lora`, the weights a checkpoint holds are the
+adapters only (`lora.py`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from expertlm import dist, lora
 from expertlm.config import TrainConfig
@@ -26,38 +30,14 @@ from expertlm.console import console, info, progress_enabled, warn
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
 from expertlm.models import build_model, flops_per_token, gpt2_config, load_model, parameter_counts
+from expertlm.objectives import Batch, CausalLM, Objective, Windows
 from expertlm.shards import open_tokens, read_meta
 
 CKPT_DIR = "checkpoints"
 STATE_DIR = "trainer_state"
 
 
-# --- data ------------------------------------------------------------------------------------
-
-
-class Windows:
-    """Packed windows of `context + 1` tokens (inputs and shifted targets) from a token file, in
-    a seeded permutation per epoch. `position` (global sequence index) is the whole data state."""
-
-    def __init__(self, tokens: np.ndarray, context: int, seed: int) -> None:
-        self.tokens, self.context, self.seed = tokens, context, seed
-        self.count = (len(tokens) - 1) // context
-        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
-
-    def window(self, i: int) -> torch.Tensor:
-        start = i * self.context
-        return torch.from_numpy(self.tokens[start : start + self.context + 1].astype(np.int64))
-
-    def batch(self, position: int, size: int) -> torch.Tensor:
-        """Sequences `position .. position + size` of the epoch-by-epoch order: (size, T + 1)."""
-        rows = []
-        for p in range(position, position + size):
-            epoch, k = divmod(p, self.count)
-            if epoch != self._epoch:
-                self._epoch = epoch
-                self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.count)
-            rows.append(self.window(int(self._perm[k])))
-        return torch.stack(rows)
+# --- the step --------------------------------------------------------------------------------
 
 
 def lr_at(step: int, cfg: TrainConfig, lr: float, warmup: int, total: int) -> float:
@@ -71,32 +51,16 @@ def lr_at(step: int, cfg: TrainConfig, lr: float, warmup: int, total: int) -> fl
     return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
-def val_loss(model, windows: Windows, n: int, micro_batch: int, d: dist.Dist, bf16: bool) -> float:
-    """Mean loss over the first `n` validation windows (fixed, so evaluations compare)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, min(n, windows.count), micro_batch):
-        idx = range(start, min(start + micro_batch, n, windows.count))
-        xy = torch.stack([windows.window(i) for i in idx]).to(d.device)
-        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(input_ids=xy[:, :-1], labels=xy[:, :-1])
-        total += out.loss.float().item() * len(idx)
-        count += len(idx)
-    model.train(was_training)
-    return total / max(count, 1)
-
-
 def train_step(
-    ddp, fwd, optimizer, micro_batches: list[torch.Tensor], cfg: TrainConfig, device
-) -> tuple[float, float]:
-    """One optimizer step over `micro_batches` ((B, T + 1) token windows): forward, loss on the
-    shifted targets, backward (gradients synchronised across processes on the last micro batch
-    only), clip, AdamW. Returns (mean loss, gradient norm before clipping)."""
-    accum, loss_sum = len(micro_batches), 0.0
-    for i, xy in enumerate(micro_batches):
-        xy = xy.to(device)
+    ddp, fwd, optimizer, micro_batches: list[Batch], objective: Objective, cfg: TrainConfig, device
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step over `micro_batches`: the objective's loss of each (under autocast),
+    backward (gradients synchronised across processes on the last micro batch only), clip,
+    AdamW. Returns (mean loss, metrics: the gradient norm before clipping, then the objective's
+    metrics as means over the micro batches)."""
+    accum, loss_sum, sums = len(micro_batches), 0.0, {}
+    for i, batch in enumerate(micro_batches):
+        batch = batch.to(device)
         # gradients are reduced across processes on the last micro batch only
         last = i == accum - 1
         if hasattr(ddp, "set_requires_gradient_sync"):  # FSDP2
@@ -107,12 +71,11 @@ def train_step(
             else contextlib.nullcontext(),  # DDP
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16),
         ):
-            logits = fwd(input_ids=xy[:, :-1]).logits  # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), xy[:, 1:].reshape(-1)
-            )
+            loss, metrics = objective.loss(fwd, batch)
             (loss / accum).backward()
         loss_sum += loss.item()
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value
     model = getattr(ddp, "module", ddp)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
     grad_norm = (
@@ -120,34 +83,19 @@ def train_step(
     ).item()  # FSDP: DTensor
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum / accum, grad_norm
+    return loss_sum / accum, {"grad_norm": grad_norm} | {k: v / accum for k, v in sums.items()}
 
 
-def train_loop_for_bench(model, tokens: np.ndarray, *, steps: int, batch: int, context: int, lr: float,
-                         bf16: bool) -> dict:  # fmt: skip
-    """`train_step` (the loop `expertlm train` runs) on sequential fixed-size chunks of `tokens`,
-    as bench/train_throughput.py's reference loop reads them; tokens/s after 2 warm-up steps."""
-    cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
-    device = torch.device("cpu")
-    optimizer = _optimizer(model, cfg, lr)
-    model.train()
-    chunk = context + 1
-    n_chunks = (len(tokens) - 1) // context
-    losses, t0 = [], None
-    for step in range(steps):
-        if step == 2:
-            t0 = time.perf_counter()
-        rows = [(step * batch + b) % n_chunks for b in range(batch)]
-        xy = torch.stack(
-            [
-                torch.from_numpy(tokens[r * context : r * context + chunk].astype(np.int64))
-                for r in rows
-            ]
-        )
-        loss, _ = train_step(model, model, optimizer, [xy], cfg, device)
-        losses.append(loss)
-    elapsed = time.perf_counter() - t0 if t0 is not None else float("nan")
-    return {"tokens_per_s": (steps - 2) * batch * context / elapsed, "losses": losses}
+def adamw(model, cfg: TrainConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, weight decay on matrices only (not biases, norms)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # fused: one kernel per step where the build has it; sharded (DTensor) parameters use foreach
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=not cfg.fsdp)
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -225,17 +173,6 @@ def _prune(run: Path, keep: int) -> None:
 # --- the stage -------------------------------------------------------------------------------
 
 
-def _optimizer(model, cfg: TrainConfig, lr: float):
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # fused: one kernel per step where the build has it; sharded (DTensor) parameters use foreach
-    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=not cfg.fsdp)
-
-
 def _model(cfg: TrainConfig, meta: dict, shards: Path):
     if cfg.init == "scratch":
         config = gpt2_config(cfg.preset, meta["vocab_size"], meta["eot_id"], cfg.model)
@@ -254,30 +191,85 @@ def _model(cfg: TrainConfig, meta: dict, shards: Path):
     return model
 
 
+@dataclass
+class Run:
+    """What the loop works with, made by `setup`. Stateful as torchtitan's trainer is:
+    `state_dict` is the progress a checkpoint saves (beside weights, optimizer and RNG states),
+    `load_state_dict` puts it back."""
+
+    cfg: TrainConfig
+    d: dist.Dist
+    out: Path  # the run folder
+    tokenizer_dir: Path  # copied into every checkpoint
+    model: torch.nn.Module  # unwrapped (FSDP shards it in place): validation, checkpoints
+    ddp: torch.nn.Module  # what backward synchronises through: DDP, FSDP or the model
+    fwd: torch.nn.Module  # `ddp`, compiled with --compile
+    optimizer: torch.optim.Optimizer
+    arch: str  # the model's class, which FSDP renames
+    base: dict | None  # LoRA: the frozen base's pointer (base.json)
+    accum: int  # micro batches per optimizer step on each process
+    total_steps: int
+    lr: float  # the peak
+    warmup: int
+    flops_per_token: int
+    run_info: dict  # run.json, less what the end adds
+    progress: bool  # the progress bar (rank 0)
+    t_start: float  # when this call began
+    last_ckpt: Path | None
+    step: int = 0
+    position: int = 0  # the objective's data state
+    best_val: float = math.inf
+    wall_before: float = 0.0  # seconds of the run before this call (a resumed run's)
+    tokens: int = 0  # the objective's count at `position`, kept by `fit` for run.json
+
+    @property
+    def wall_s(self) -> float:
+        return self.wall_before + time.time() - self.t_start
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "position": self.position, "best_val": self.best_val,
+                "wall_s": self.wall_s}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.position = state["step"], state["position"]
+        self.best_val, self.wall_before = state["best_val"], state["wall_s"]
+
+
 def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           show_progress: bool = True, **options) -> Path:  # fmt: skip
     """Train a model on `shards` into the run folder `out`. `options` are `TrainConfig` fields."""
+    run, objective = setup(shards, out, resume=resume, overwrite=overwrite,
+                           show_progress=show_progress, **options)  # fmt: skip
+    fit(run, objective)
+    return finish(run)
+
+
+def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          show_progress: bool = True, **options) -> tuple[Run, Objective]:  # fmt: skip
+    """The run `train` trains and its objective: the config (a resumed run's own), processes,
+    the model (LoRA adapters, DDP/FSDP, compiled), the batch arithmetic and budget, AdamW, and
+    a resumed run's weights, optimizer, RNG states and progress from its last checkpoint."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # our own progress and messages, not per-save bars
     hf_logging.disable_progress_bar()
     t_start = time.time()
     cfg = TrainConfig.from_options(options)
-    shards, run = Path(shards), Path(out)
+    shards, out = Path(shards), Path(out)
     meta = read_meta(shards)
-    if run.exists() and not resume and not overwrite:
+    if out.exists() and not resume and not overwrite:
         raise ExpertlmError(
-            f"{run}: already exists (pass --resume to continue it or --overwrite to replace it)"
+            f"{out}: already exists (pass --resume to continue it or --overwrite to replace it)"
         )
-    ckpt = latest_checkpoint(run) if resume else None
+    ckpt = latest_checkpoint(out) if resume else None
     if resume and ckpt is None:
-        raise ExpertlmError(f"{run}: no checkpoint to resume from")
+        raise ExpertlmError(f"{out}: no checkpoint to resume from")
     if ckpt is not None:
         cfg = _resumed_config(cfg, read_json(ckpt / STATE_DIR / "state.json"))
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards)
-    base = None  # LoRA: the frozen base's pointer (base.json)
+    base = None
     if cfg.lora is not None:
         base = lora.base_info(cfg.init, resumed_from=ckpt)
         model = lora.wrap(model, cfg.lora, base["path"])
@@ -295,6 +287,7 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         raise ExpertlmError(f"{shards}: train.bin has fewer than {context + 1} tokens")
     if val_w.count < 1 and d.main:
         warn(f"{shards}: val.bin has fewer than {context + 1} tokens: no validation loss, no best/")
+    objective = CausalLM(train_w, val_w, cfg.val_windows)
 
     seqs_per_micro = cfg.micro_batch * d.world
     batch_tokens = cfg.batch_tokens or seqs_per_micro * context
@@ -310,7 +303,7 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     elif cfg.max_tokens:
         total_steps = math.ceil(cfg.max_tokens / batch_tokens)
     else:
-        total_steps = max(1, int((cfg.epochs or 1.0) * train_w.count / seqs_per_step))
+        total_steps = max(1, int((cfg.epochs or 1.0) * objective.examples / seqs_per_step))
     lr = cfg.lr or (6e-4 if cfg.init == "scratch" else 1e-4)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(1000, total_steps // 20)
     fpt = flops_per_token(model, context)
@@ -318,28 +311,8 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     arch = type(model).__name__
     ddp = dist.wrap(model, d, fsdp=cfg.fsdp)  # before the optimizer: FSDP replaces parameters
     fwd = torch.compile(ddp) if cfg.compile else ddp
-    optimizer = _optimizer(model, cfg, lr)
-    step, position, best, wall_before = 0, 0, math.inf, 0.0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
-        step, position, best, wall_before = (
-            state["step"],
-            state["position"],
-            state["best_val"],
-            state["wall_s"],
-        )
-        if d.main:
-            _truncate_metrics(run / "metrics.jsonl", step)
-            info(f"resuming {run} from {ckpt.name}")
-    elif d.main:
-        if run.exists():
-            shutil.rmtree(run)
-        run.mkdir(parents=True)
-    dist.barrier(d)
+    optimizer = adamw(model, cfg, lr)
     counts = parameter_counts(model)
-    if d.main and ckpt is None:
-        info(f"model: {counts['total']:,} parameters ({counts['non_embedding']:,} without embeddings), "
-             f"{fpt:,} FLOPs/token; {total_steps:,} steps of {batch_tokens:,} tokens")  # fmt: skip
     run_info = {
         "format": "expertlm.run/1",
         "shards": str(shards), "shards_meta": {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "vocab_size", "tokens")},
@@ -350,59 +323,83 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     if base is not None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         run_info["lora"] = {"base": base, "trainable_parameters": trainable}
-        if d.main and ckpt is None:
+    run = Run(cfg=cfg, d=d, out=out, tokenizer_dir=shards / "tokenizer", model=model, ddp=ddp,
+              fwd=fwd, optimizer=optimizer, arch=arch, base=base, accum=accum,
+              total_steps=total_steps, lr=lr, warmup=warmup, flops_per_token=fpt,
+              run_info=run_info, progress=progress_enabled(show_progress) and d.main,
+              t_start=t_start, last_ckpt=ckpt)  # fmt: skip
+    if ckpt is not None:
+        run.load_state_dict(load_checkpoint(ckpt, model, optimizer))
+        if d.main:
+            _truncate_metrics(out / "metrics.jsonl", run.step)
+            info(f"resuming {out} from {ckpt.name}")
+    elif d.main:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        info(f"model: {counts['total']:,} parameters ({counts['non_embedding']:,} without embeddings), "
+             f"{fpt:,} FLOPs/token; {total_steps:,} steps of {batch_tokens:,} tokens")  # fmt: skip
+        if base is not None:
             info(
                 f"lora: {trainable:,} trainable adapter parameters on the frozen base {base['path']}"
             )
+    dist.barrier(d)
+    return run, objective
 
-    metrics = open(run / "metrics.jsonl", "a", encoding="utf-8") if d.main else None  # noqa: SIM115
-    board = _tensorboard(run / "tensorboard") if d.main else None
-    tokenizer_dir = shards / "tokenizer"
-    last_ckpt = ckpt
-    t0, tokens_t0 = time.time(), step * batch_tokens
+
+def fit(run: Run, objective: Objective) -> None:
+    """The loop, from `run.step` to `run.total_steps` (or --max-time): the learning rate, one
+    optimizer step on the objective's micro batches, a metrics.jsonl row, validation, a
+    checkpoint (and best/) every so often. Stops on a non-finite loss, naming the last good
+    checkpoint."""
+    cfg, d, model, optimizer = run.cfg, run.d, run.model, run.optimizer
+    t0, tokens_t0 = time.time(), objective.tokens(run.position)
+    run.tokens = tokens_t0
     model.train()
-    bar_on = progress_enabled(show_progress) and d.main
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
-                  disable=not bar_on) as bar:  # fmt: skip
-        task = bar.add_task("train", total=total_steps, completed=step, stats="")
-        while step < total_steps:
+    with contextlib.ExitStack() as stack:
+        metrics = board = None
+        if d.main:
+            metrics = stack.enter_context(open(run.out / "metrics.jsonl", "a", encoding="utf-8"))
+            board = _tensorboard(run.out / "tensorboard")
+            if board is not None:
+                stack.callback(board.close)
+        bar = stack.enter_context(Progress(
+            TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
+            disable=not run.progress))  # fmt: skip
+        task = bar.add_task("train", total=run.total_steps, completed=run.step, stats="")
+        while run.step < run.total_steps:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg, lr, warmup, total_steps)
-            micro_batches = [
-                # rank r takes its own slice of each micro step's sequences: (B, T + 1)
-                train_w.batch(
-                    position + m * seqs_per_micro + d.rank * cfg.micro_batch, cfg.micro_batch
-                )
-                for m in range(accum)
-            ]
-            position += seqs_per_step
-            local_loss, grad_norm = train_step(ddp, fwd, optimizer, micro_batches, cfg, d.device)
-            step += 1
+                group["lr"] = lr_at(run.step, cfg, run.lr, run.warmup, run.total_steps)
+            micro_batches, run.position = objective.micro_batches(
+                run.position, d.rank, d.world, cfg.micro_batch, run.accum
+            )
+            local_loss, local = train_step(
+                run.ddp, run.fwd, optimizer, micro_batches, objective, cfg, d.device
+            )
+            run.step += 1
+            step = run.step
+            run.tokens = objective.tokens(run.position)
             step_loss = dist.all_mean(local_loss, d)
             if not math.isfinite(step_loss):
                 where = (
-                    f"the last good checkpoint is {last_ckpt}"
-                    if last_ckpt
+                    f"the last good checkpoint is {run.last_ckpt}"
+                    if run.last_ckpt
                     else "no checkpoint was written"
                 )
                 raise ExpertlmError(f"loss became {step_loss} at step {step}; stopped ({where})")
-            elapsed = time.time() - t0
-            tok_s = (step * batch_tokens - tokens_t0) / max(elapsed, 1e-9)
-            row = {"step": step, "tokens": step * batch_tokens, "loss": step_loss,
-                   "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm, "tokens_per_s": tok_s}  # fmt: skip
+            # the objective's metrics are this process's, like the loss; the norm is global already
+            stats = {k: v if k == "grad_norm" else dist.all_mean(v, d) for k, v in local.items()}
+            tok_s = (run.tokens - tokens_t0) / max(time.time() - t0, 1e-9)
+            row = {"step": step, "tokens": run.tokens, "loss": step_loss,
+                   "lr": optimizer.param_groups[0]["lr"], **stats,
+                   "tokens_per_s": tok_s}  # fmt: skip
             if cfg.peak_tflops:
-                row["mfu"] = tok_s * fpt / (cfg.peak_tflops * 1e12 * d.world)
-            out_of_time = (
-                cfg.max_time_s is not None and wall_before + time.time() - t_start > cfg.max_time_s
-            )
-            last = step == total_steps or out_of_time
-            if val_w.count > 0 and (step % cfg.val_every_steps == 0 or last):
-                row["val_loss"] = val_loss(
-                    model, val_w, cfg.val_windows, cfg.micro_batch, d, cfg.bf16
-                )
+                row["mfu"] = tok_s * run.flops_per_token / (cfg.peak_tflops * 1e12 * d.world)
+            out_of_time = cfg.max_time_s is not None and run.wall_s > cfg.max_time_s
+            last = step == run.total_steps or out_of_time
+            if step % cfg.val_every_steps == 0 or last:
+                row |= objective.validate(model, cfg.micro_batch, d.device, cfg.bf16)
             if metrics is not None and (
                 step % cfg.log_every_steps == 0 or last or "val_loss" in row
             ):
@@ -417,37 +414,37 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
                 if metrics is not None:
                     os.fsync(metrics.fileno())
                 val = row.get("val_loss", math.inf)
-                state = {"step": step, "position": position, "best_val": min(best, val),
-                         "wall_s": wall_before + time.time() - t_start,
-                         "config": cfg.model_dump(mode="json")}  # fmt: skip
-                last_ckpt = run / CKPT_DIR / f"step-{step:08d}"
-                save_checkpoint(last_ckpt, model, optimizer, state, tokenizer_dir, d, arch, base)
+                improved = val < run.best_val
+                run.best_val = min(run.best_val, val)
+                run.last_ckpt = run.out / CKPT_DIR / f"step-{step:08d}"
+                save_checkpoint(run.last_ckpt, model, optimizer,
+                                run.state_dict() | {"config": cfg.model_dump(mode="json")},
+                                run.tokenizer_dir, d, run.arch, run.base)  # fmt: skip
                 if d.main:
-                    if val < best:
-                        shutil.copytree(last_ckpt, run / "best.tmp", dirs_exist_ok=True)
-                        shutil.rmtree(run / "best", ignore_errors=True)
-                        os.replace(run / "best.tmp", run / "best")
-                    _prune(run, cfg.keep_last)
-                best = min(best, val)
+                    if improved:
+                        shutil.copytree(run.last_ckpt, run.out / "best.tmp", dirs_exist_ok=True)
+                        shutil.rmtree(run.out / "best", ignore_errors=True)
+                        os.replace(run.out / "best.tmp", run.out / "best")
+                    _prune(run.out, cfg.keep_last)
                 dist.barrier(d)
             if out_of_time:
                 break
 
-    if d.main:
-        metrics.close()
-        if board is not None:
-            board.close()
-        _publish_final(run, last_ckpt)
-        wall = wall_before + time.time() - t_start
-        write_json(run / "run.json", run_info | {
-            "steps": step, "tokens": step * batch_tokens, "wall_s": round(wall, 3),
-            "flops": fpt * step * batch_tokens, "best_val_loss": best, **provenance(),
+
+def finish(run: Run) -> Path:
+    """The run folder's final files (the last checkpoint's model files at its root, run.json),
+    then the process group closed."""
+    if run.d.main:
+        _publish_final(run.out, run.last_ckpt)
+        write_json(run.out / "run.json", run.run_info | {
+            "steps": run.step, "tokens": run.tokens, "wall_s": round(run.wall_s, 3),
+            "flops": run.flops_per_token * run.tokens, "best_val_loss": run.best_val,
+            **provenance(),
         })  # fmt: skip
-        info(
-            f"train: {step:,} steps, {step * batch_tokens:,} tokens, best val loss {best:.4f} -> {run}"
-        )
-    dist.close(d)
-    return run
+        info(f"train: {run.step:,} steps, {run.tokens:,} tokens, best val loss {run.best_val:.4f} "
+             f"-> {run.out}")  # fmt: skip
+    dist.close(run.d)
+    return run.out
 
 
 # What a resumed run may change; everything else (model, data order, optimisation) is the run's.
