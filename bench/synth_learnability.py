@@ -33,7 +33,7 @@ def main() -> int:
     os.environ.setdefault("EXPERTLM_NO_PROGRESS", "1")
     import expertlm
     from expertlm.eval.evaluate import eval_compare
-    from expertlm.models import save_untrained
+    from expertlm.models import init_model
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -42,7 +42,7 @@ def main() -> int:
                                    val_frac=0.05, show_progress=False)  # fmt: skip
     tok = expertlm.tokenizer_train(corpus, WORK / "tok", vocab_size=1000, show_progress=False)
     shards = expertlm.data_prepare(corpus, WORK / "shards", tokenizer=tok, show_progress=False)
-    untrained = save_untrained(tok, WORK / "untrained", "gpt2-mini", MODEL, seed=0)
+    untrained = init_model(tok, WORK / "untrained", preset="gpt2-mini", model=MODEL, seed=0)
     t0 = time.time()
     run = expertlm.train(shards, WORK / "run", preset="gpt2-mini", model=MODEL, seed=0, context=256,
                          micro_batch=16, lr=3e-3, max_tokens=4_000_000, max_time_s=BUDGET_S,

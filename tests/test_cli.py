@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from expertlm import __version__
 from expertlm.cli import app
@@ -181,3 +181,83 @@ def test_verbs_run_the_stages(tmp_path):
     assert len(train) == meta["tokens"]["train"]
     result = invoke("data", "prepare", corpus, "-t", tok_a, "-o", shards)
     assert "up to date" in result.stderr
+
+
+# --- the command line is generated from the registry and the config models --------------------
+
+
+def _commands():
+    from expertlm.experiment.stages import STAGE_KINDS
+
+    for kind in STAGE_KINDS:
+        if kind.command is not None:
+            group = app
+            for part in kind.command.split():
+                group = group.commands[part]
+            yield kind, group
+
+
+@pytest.mark.parametrize("kind,cmd", list(_commands()), ids=lambda x: getattr(x, "name", ""))
+def test_every_config_field_is_a_flag_with_the_models_default_and_help(kind, cmd):
+    from expertlm import cli, config
+
+    params = {p.name: p for p in cmd.params}
+    for name, field in kind.config.model_fields.items():
+        assert field.description, f"{kind.config.__name__}.{name} has no docstring (its help)"
+        param = params[name]
+        if name in kind.positional:
+            assert param.param_type_name == "argument"
+            continue
+        assert config.flag(name) in param.opts, (name, param.opts)
+        assert param.help == field.description
+        # the flag's default, read back as the model reads it, is the model's default
+        default = field.get_default(call_default_factory=True)
+        value = cli.option_value(field, param.default)
+        if isinstance(param.type, cli.Numbers) and value is not None:
+            value = param.type.convert(value, param, None)
+        if isinstance(param.type, cli.KeyValue):
+            value = dict(param.type.convert(v, param, None) for v in param.default)
+        if name == "years":
+            value = kind.config.model_validate({name: value}).years
+        assert value == default, (name, value, default)
+
+
+def test_every_command_lists_every_option_in_its_help():
+    from expertlm.config import flag
+
+    for kind, _ in _commands():
+        result = runner.invoke(app, [*kind.command.split(), "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        for name in kind.config.model_fields:
+            shown = name.upper() if name in kind.positional else flag(name)
+            assert shown in result.output, (kind.command, name)
+    top = runner.invoke(app, ["--help"]).output
+    assert all(kind.command.split()[0] in top for kind, _ in _commands())
+
+
+def test_no_help_text_or_default_is_written_twice():
+    """cli.py holds no copy of a help text or default: they live in config.py (field docstrings)
+    and the registry (inputs, outputs, commands)."""
+    import ast
+
+    from expertlm.experiment.stages import STAGE_KINDS
+
+    source = (Path(__file__).parents[1] / "src" / "expertlm" / "cli.py").read_text()
+    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)
+               and isinstance(n.value, str) and len(n.value) > 15}  # fmt: skip
+    texts = {k.help for k in STAGE_KINDS}
+    for kind in STAGE_KINDS:
+        texts |= {i.help for i in kind.inputs} | ({kind.output.help} if kind.output else set())
+        texts |= {f.description for f in kind.config.model_fields.values() if f.description}
+    for s in strings:
+        assert not any(s in t or t in s for t in texts if len(t) > 15), s
+
+
+def test_lazy_exports_come_from_the_registry():
+    import expertlm
+    from expertlm.experiment.stages import REGISTRY
+
+    for name in expertlm.__all__:
+        if name in REGISTRY:
+            assert getattr(expertlm, name) is REGISTRY[name].load()
+    assert {n for n, k in REGISTRY.items() if k.command} <= set(expertlm.__all__)

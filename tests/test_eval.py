@@ -15,7 +15,14 @@ import pytest
 
 from expertlm.errors import ExpertlmError
 from expertlm.eval.benchmark import TEMPLATES, apply_template
-from expertlm.eval.evaluate import bench_summary, eval_bench, eval_compare, eval_ppl
+from expertlm.eval.evaluate import (
+    bench_summary,
+    choice_columns,
+    eval_bench,
+    eval_compare,
+    eval_ppl,
+    read_items,
+)
 from expertlm.tokenizer import load_tokenizer
 
 from lm_fixtures import (
@@ -164,6 +171,66 @@ def test_shared_prefix_and_batching_do_not_change_the_numbers(world, tmp_path):
             for col in ("nll_original", "nll_altered"):
                 assert float(r2[col]) == pytest.approx(float(r1[col]), rel=1e-5)
             assert r1["choice"] == r2["choice"]
+
+
+EXAM = [
+    {"id": "q1", "section": "Systems", "answer": 1,
+     "choices": ["Knockout increased firing in cortical neurons.", "Knockout decreased firing in "
+                 "cortical neurons.", "Knockout abolished firing in cortical neurons.",
+                 "Knockout left firing in cortical neurons unchanged."]},
+    {"id": "q2", "section": "Cellular", "answer": 2, "question": "After stimulation, dopamine",
+     "choices": ["release decreased.", "release increased.", "release was unchanged.",
+                 "uptake doubled."]},
+    {"id": "q3", "section": "Cellular", "answer": 0, "context": "Lesions of the hippocampus",
+     "choices": ["impaired memory in mice.", "enhanced memory in mice.", "spared memory."]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_n_way_items_choose_the_lowest_nll_and_write_the_choice_layout(
+    world, tmp_path, write_jsonl, share_prefix
+):
+    bench = write_jsonl(tmp_path / "exam.jsonl", EXAM)
+    runs = {}
+    for name, template in (("none", "{abstract}"), ("neuro", "neuro")):
+        out = tmp_path / name
+        summary = eval_bench(world["model"], bench, out, show_progress=False, template=template,
+                             share_prefix=share_prefix)  # fmt: skip
+        with open(out / "items.csv", newline="", encoding="utf-8") as f:
+            assert tuple(next(csv.reader(f))) == choice_columns(4)
+        rows = read_rows(out / "items.csv")
+        n_correct = 0
+        for row, item in zip(rows, EXAM, strict=True):
+            context = item.get("question") or item.get("context")
+            texts = [f"{context} {c}" if context else c for c in item["choices"]]
+            want = [expected_item(world, t, TEMPLATES.get(template, template)) for t in texts]
+            means = [w.mean() for w in want]
+            best = min(range(len(means)), key=means.__getitem__)
+            second = sorted(means)[1]
+            assert row["id"] == item["id"] and row["section"] == item["section"]
+            assert int(row["n_choices"]) == len(texts) and int(row["answer"]) == item["answer"]
+            assert row["choice"] == str(best) and int(row["correct"]) == (best == item["answer"])
+            for j, (w, m) in enumerate(zip(want, means, strict=True)):
+                assert int(row[f"tokens_{j}"]) == len(w)
+                assert float(row[f"nll_{j}"]) == pytest.approx(m, rel=1e-5)
+                assert float(row[f"ppl_{j}"]) == pytest.approx(math.exp(m), rel=1e-4)
+            for j in range(len(texts), 4):  # past the item's own choices
+                assert row[f"tokens_{j}"] == row[f"nll_{j}"] == row[f"ppl_{j}"] == ""
+            assert float(row["log_confidence"]) == pytest.approx(second - means[best], rel=1e-4)
+            gap = math.exp(second) - math.exp(means[best])
+            assert float(row["confidence"]) == pytest.approx(gap, rel=1e-4)
+            n_correct += best == item["answer"]
+        assert summary["n"] == 3 and summary["accuracy"] == n_correct / 3
+        assert summary["benchmark"]["n_choices"] == {"3": 1, "4": 2}
+        assert summary["calibration"]["confidence"] == "PPL(second) - PPL(lowest)"
+        assert [r["correct"] for r in read_items(out)] == [int(r["correct"]) for r in rows]
+        runs[name] = summary
+    r = eval_compare(tmp_path / "none", tmp_path / "neuro")
+    assert r["n"] == 3
+    assert r["accuracy_a"] == runs["none"]["accuracy"]
+    assert r["accuracy_b"] == runs["neuro"]["accuracy"]
+    with pytest.raises(ExpertlmError, match="--isolated needs BrainBench items"):
+        eval_bench(world["model"], bench, tmp_path / "iso", show_progress=False, isolated=True)
 
 
 def test_ties_count_as_wrong():

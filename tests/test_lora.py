@@ -3,6 +3,7 @@ to the same losses, and the merged export computes what base + adapters compute.
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import shutil
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from expertlm.cli import app
 from expertlm.config import TrainConfig
@@ -101,7 +102,7 @@ def test_only_the_adapters_train_and_the_checkpoints_hold_only_them(world, tmp_p
 
 
 def test_an_interrupted_lora_run_resumes_to_the_same_losses(world, tmp_path, monkeypatch):
-    from expertlm import train as train_mod
+    train_mod = importlib.import_module("expertlm.train")
 
     common = opts(world) | {"max_steps": 8, "ckpt_every_steps": 4, "log_every_steps": 1}
     whole = train(world["shards"], tmp_path / "whole", **common)

@@ -23,87 +23,40 @@ Every stage is one function here and one CLI verb with the same arguments:
     demo              expertlm demo                the bundled synthetic experiment, offline
 """
 
+import sys
+import types
+
 from expertlm.errors import ExpertlmError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExpertlmError",
-    "__version__",
-    "bench_fetch",
-    "corpus_build",
-    "corpus_pmc",
-    "corpus_pubmed",
-    "corpus_synth",
-    "data_prepare",
-    "eval_bench",
-    "eval_compare",
-    "eval_humans",
-    "eval_ppl",
-    "export",
-    "merge",
-    "demo",
-    "report",
-    "run",
-    "tokenizer_compare",
-    "tokenizer_train",
-    "train",
-]
+# The stage functions, by name (the registry in experiment/stages.py says where each lives).
+_STAGES = ("corpus_build", "corpus_pubmed", "corpus_pmc", "corpus_synth", "bench_fetch",
+           "tokenizer_train", "tokenizer_compare", "data_prepare", "train", "merge", "export",
+           "eval_bench", "eval_ppl", "eval_compare", "eval_humans", "run", "report", "demo")  # fmt: skip
+__all__ = ["ExpertlmError", "__version__", *_STAGES]
 
 
 def __getattr__(name: str):
-    # Stage functions are imported on first use so that `import expertlm` stays cheap
-    # (no torch/transformers import until a stage actually needs it).
-    if name == "corpus_build":
-        from expertlm.corpus.build import corpus_build
+    # Imported on first use so that `import expertlm` stays cheap (no torch/transformers import
+    # until a stage actually needs it).
+    if name in _STAGES:
+        from expertlm.experiment.stages import REGISTRY
 
-        return corpus_build
-    if name == "corpus_pubmed":
-        from expertlm.corpus.pubmed import corpus_pubmed
-
-        return corpus_pubmed
-    if name == "corpus_pmc":
-        from expertlm.corpus.pmc import corpus_pmc
-
-        return corpus_pmc
-    if name == "corpus_synth":
-        from expertlm.synth import corpus_synth
-
-        return corpus_synth
-    if name == "bench_fetch":
-        from expertlm.eval.fetch import bench_fetch
-
-        return bench_fetch
-    if name in ("tokenizer_train", "tokenizer_compare"):
-        from expertlm import tokenizer
-
-        return getattr(tokenizer, name)
-    if name == "data_prepare":
-        from expertlm.shards import data_prepare
-
-        return data_prepare
-    if name in ("eval_bench", "eval_compare", "eval_humans", "eval_ppl"):
-        from expertlm.eval import evaluate
-
-        return getattr(evaluate, name)
-    if name in ("run", "demo"):
-        from expertlm import experiment
-
-        return getattr(experiment, name)
-    if name == "report":
-        from expertlm.experiment.report import report
-
-        return report
-    if name == "train":
-        from expertlm.train import train
-
-        return train
-    if name == "merge":
-        from expertlm.merge import merge
-
-        return merge
-    if name == "export":
-        from expertlm.lora import export
-
-        return export
+        return REGISTRY[name].load()
     raise AttributeError(f"module 'expertlm' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`expertlm.train` and `expertlm.merge` stay the stage functions after their modules
+    (expertlm/train.py, expertlm/merge.py) are imported: the import system's binding of a
+    submodule to its parent's attribute is skipped for a stage's name (the module itself is
+    `sys.modules["expertlm.train"]`, and `from expertlm.train import ...` works as usual)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _STAGES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,12 +1,16 @@
-"""Typed, validated configuration of the stages.
+"""Typed, validated configuration of every stage: the one place an option is declared.
 
-Each stage's options are one pydantic model whose field docstrings are the documentation.
-`from_options` validates a plain dict (CLI flags, a YAML section, Python keyword arguments)
-and reports every problem at once, each naming its key, as one `ExpertlmError`.
+Each stage's options are one pydantic model whose field docstrings are the documentation: the
+command line is generated from these models (`cli.py`: flag names from field names, help from
+the docstrings, defaults from the models), `expertlm run` validates an experiment's stage
+options through the same models, and the Python functions take them as keyword arguments.
+`from_options` validates a plain dict (CLI flags, a YAML section, Python keyword arguments) and
+reports every problem at once, each naming its key, as one `ExpertlmError`.
 """
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +21,26 @@ from expertlm.errors import ExpertlmError
 # 256 byte symbols of byte-level BPE plus <|endoftext|>.
 MIN_VOCAB_SIZE = 257
 
+# Flags that are not the field's name with dashes (the CLI and every error message use these).
+FLAGS = {"from_year": "--from", "to_year": "--to", "lam": "--lambda", "max_time_s": "--max-time",
+         "keep_fields": "--keep-field"}  # fmt: skip
+# The "off" flag of a boolean, where it is not --no-NAME.
+OFF_FLAGS = {"keep_no_year": "--drop-no-year", "score_template": "--exclude-template"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option `name` (`min_chars` -> `--min-chars`, `lam` -> `--lambda`)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+# Set by the command line: option problems then name the flag alone (`option --min-chars: ...`).
+COMMAND_LINE = contextvars.ContextVar("expertlm_command_line", default=False)
+
 
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem, naming the key: `SOURCE: key 'a.b': message` for a config file,
-    `option 'min_chars' (--min-chars): message` for stage options (CLI flags or keywords)."""
+    `option 'min_chars' (--min-chars): message` for stage options given as keywords, and
+    `option --min-chars: message` on the command line."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
@@ -28,14 +48,18 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = msg.removeprefix("Value error, ")
         if not key:  # a check across keys (e.g. min_year > max_year): its message names them
             lines.append(f"{'options' if source == 'option' else source}: {msg}")
+        elif source == "option" and COMMAND_LINE.get():
+            lines.append(f"option {flag(str(e['loc'][0]))}{key[len(str(e['loc'][0])):]}: {msg}")
         elif source == "option":
-            lines.append(f"option '{key}' (--{key.replace('_', '-')}): {msg}")
+            lines.append(f"option '{key}' ({flag(str(e['loc'][0]))}): {msg}")
         else:
             lines.append(f"{source}: key '{key}': {msg}")
     return "\n".join(lines)
 
 
 class StageConfig(BaseModel):
+    """The options of one stage (inputs and the output are the function's own arguments)."""
+
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
     @classmethod
@@ -101,6 +125,82 @@ class CorpusConfig(StageConfig):
         return self
 
 
+def _path_text(v: Any) -> Any:
+    """A path given where the option is text that may also be a name (`--journals neuro`)."""
+    return str(v) if isinstance(v, Path) else v
+
+
+class PubmedConfig(StageConfig):
+    """Options of `corpus pubmed`."""
+
+    query: str | None = None
+    """PubMed query (E-utilities syntax), alone or ANDed with the journal list."""
+    journals: str | None = None
+    """Journal list file (one name per line), or `neuro` for the bundled 100 neuroscience journals."""
+    from_year: int = 2002
+    """First publication year."""
+    to_year: int = 2022
+    """Last publication year."""
+    email: str | None = None
+    """Your contact address, sent to NCBI with every request (NCBI asks every user for one)."""
+    tool: str = "expertlm"
+    """Tool name sent to NCBI (one word)."""
+    api_key_env: str = "NCBI_API_KEY"
+    """Environment variable holding an NCBI API key (10 requests/s instead of 3; the key is never
+    written anywhere)."""
+    batch_size: int = Field(200, ge=1, le=10_000)
+    """Records per EFetch request (at most 10,000, EFetch's largest)."""
+    base_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+    """E-utilities base URL."""
+
+    _journals = field_validator("journals", mode="before")(_path_text)
+
+    @field_validator("tool")
+    @classmethod
+    def _one_word(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} must be one word (NCBI's rule)")
+        return v
+
+    @model_validator(mode="after")
+    def _years(self) -> PubmedConfig:
+        if not 1800 <= self.from_year <= self.to_year <= 2100:
+            raise ValueError(f"--from/--to: {self.from_year}..{self.to_year} is not a range of years")
+        return self
+
+
+class PmcConfig(StageConfig):
+    """Options of `corpus pmc`."""
+
+    query: str | None = None
+    """PubMed Central query."""
+    journals: str | None = None
+    """Journal list file, or `neuro` for the bundled neuroscience list."""
+    from_year: int | None = None
+    """First publication year."""
+    to_year: int | None = None
+    """Last publication year."""
+    data_dir: Path | None = None
+    """Folder for pubget's downloads (default: pubget_data beside the output)."""
+    pubget_dir: Path | None = None
+    """Convert this existing pubget output instead of downloading."""
+    api_key_env: str = "NCBI_API_KEY"
+    """Environment variable holding an NCBI API key."""
+
+    _journals = field_validator("journals", mode="before")(_path_text)
+
+
+class FetchConfig(StageConfig):
+    """Options of `bench fetch`."""
+
+    name: Literal["brainbench"] = "brainbench"
+    """The published benchmark to fetch (brainbench)."""
+    base_url: str = "https://raw.githubusercontent.com/"
+    """Base URL of the raw files (GitHub's by default)."""
+    from_dir: Path | None = None
+    """Take the files from this folder (downloaded by hand) instead of the network."""
+
+
 class TokenizerConfig(StageConfig):
     """Options of `tokenizer train`."""
 
@@ -121,6 +221,52 @@ class TokenizerConfig(StageConfig):
             )
         if v > 2**32:
             raise ValueError(f"vocab size {v} does not fit in uint32 token files")
+        return v
+
+
+class TokenizerCompareConfig(StageConfig):
+    """Options of `tokenizer compare`."""
+
+    split: str = "val"
+    """Corpus split to measure on."""
+    max_docs: int = Field(1000, ge=1)
+    """Documents to measure on (the first N of the split)."""
+    top: int = Field(15, ge=0)
+    """Most frequent split words listed per tokenizer."""
+
+
+class PrepareConfig(StageConfig):
+    """Options of `data prepare` (none yet: the corpus and the tokenizer decide everything)."""
+
+
+class ModelConfig(StageConfig):
+    """A GPT-2 model from a preset: the options of an untrained model (an experiment's untrained
+    variant), and the model part of `train`'s options."""
+
+    preset: str = "gpt2-mini"
+    """Model preset (gpt2-tiny, gpt2-mini, gpt2-small, gpt2-medium, gpt2-large) for --init scratch."""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of preset fields, FIELD=VALUE, e.g. n_layer=4 (on the command line repeatable)."""
+    seed: int = 0
+    """Seed of the initial weights (and, in training, of the data order)."""
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from expertlm.models import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset '{v}' (presets: {', '.join(PRESETS)})")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from expertlm.models import GPT2_FIELDS
+
+        unknown = sorted(set(v) - set(GPT2_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown model field(s) {', '.join(unknown)} (fields: {', '.join(GPT2_FIELDS)})")
         return v
 
 
@@ -163,17 +309,11 @@ class LoraOptions(StageConfig):
         return out
 
 
-class TrainConfig(StageConfig):
-    """Options of `train`."""
+class TrainConfig(ModelConfig):
+    """Options of `train` (the model's preset, overrides and seed are `ModelConfig`'s)."""
 
-    preset: str = "gpt2-mini"
-    """Model preset (gpt2-tiny, gpt2-mini, gpt2-small, gpt2-medium, gpt2-large) for --init scratch."""
-    model: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of preset fields, e.g. {"n_layer": 4}."""
     init: str = "scratch"
     """`scratch` (random, seeded) or a model folder / hub id to continue pretraining."""
-    seed: int = 0
-    """Seed of the initial weights and of the data order."""
     context: int | None = Field(None, ge=2)
     """Tokens per training window (default: the model's maximum)."""
     micro_batch: int = Field(8, ge=1)
@@ -199,8 +339,10 @@ class TrainConfig(StageConfig):
     """Decay after warm-up."""
     weight_decay: float = Field(0.1, ge=0)
     """AdamW weight decay, applied to matrices only (not biases, norms)."""
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = Field(0.9, ge=0, lt=1)
+    """AdamW's first-moment decay."""
+    beta2: float = Field(0.95, ge=0, lt=1)
+    """AdamW's second-moment decay."""
     grad_clip: float = Field(1.0, ge=0)
     """Clip the global gradient norm to this (0: no clipping)."""
     bf16: bool = False
@@ -224,13 +366,15 @@ class TrainConfig(StageConfig):
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda when available)."""
     lora: LoraOptions | None = None
-    """Train LoRA adapters on the frozen `init` model instead of all weights (a dict of
-    `LoraOptions`, or their `r=8,alpha=32,...` string; `{}` or true for the defaults).
-    Checkpoints and the run folder then hold the adapters only (`docs/adaptation.md`)."""
+    """Train LoRA adapters on the frozen `init` model instead of all weights: a dict of
+    `LoraOptions` or their string `r=8,alpha=16,dropout=0,targets=c_attn,c_proj` (any subset;
+    `true` for the defaults). Checkpoints and the run folder then hold the adapters only."""
 
     @field_validator("lora", mode="before")
     @classmethod
     def _lora_on(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "default"):
+            return {}
         return {} if v is True else None if v is False else v
 
     @model_validator(mode="after")
@@ -242,6 +386,53 @@ class TrainConfig(StageConfig):
                 "(train from scratch without --lora)"
             )
         return self
+
+
+class MergeConfig(StageConfig):
+    """Options of `merge`."""
+
+    method: Literal["linear", "slerp", "ties", "task_arithmetic"] = "linear"
+    """linear (weighted average), slerp (two models), ties or task_arithmetic (relative to --base)."""
+    weights: list[float] | None = None
+    """One weight per model, e.g. 0.7,0.3. linear: normalised to sum to 1 (default equal); ties
+    and task_arithmetic: each task vector's weight, not normalised (default 1 each)."""
+    t: float | None = Field(None, ge=0.0, le=1.0)
+    """slerp: 0 gives the first model, 1 the second (default 0.5)."""
+    density: float | None = Field(None, gt=0.0, le=1.0)
+    """ties: fraction of each task vector's entries kept, by magnitude, per tensor (default 0.2)."""
+    lam: float | None = None
+    """ties, task_arithmetic: scale of the merged task vector added to the base (default 1)."""
+
+    @model_validator(mode="after")
+    def _used_by_the_method(self) -> MergeConfig:
+        uses = {"linear": {"weights"}, "slerp": {"t"}, "ties": {"weights", "density", "lam"},
+                "task_arithmetic": {"weights", "lam"}}[self.method]  # fmt: skip
+        unused = [flag(k) for k in ("weights", "t", "density", "lam")
+                  if getattr(self, k) is not None and k not in uses]  # fmt: skip
+        if unused:
+            raise ValueError(f"{', '.join(unused)} not used by --method {self.method}")
+        return self
+
+    def parameters(self, n_models: int) -> dict[str, Any]:
+        """The resolved parameters (defaults filled in), as merge.json records them."""
+        if self.method == "slerp":
+            return {"t": 0.5 if self.t is None else self.t}
+        p: dict[str, Any] = {"weights": self.weights or [1.0] * n_models}
+        if self.method == "linear":
+            total = sum(p["weights"])
+            p["weights"] = [w / total for w in p["weights"]]
+        if self.method == "ties":
+            p["density"] = 0.2 if self.density is None else self.density
+        if self.method in ("ties", "task_arithmetic"):
+            p["lam"] = 1.0 if self.lam is None else self.lam
+        return p
+
+
+class ExportConfig(StageConfig):
+    """Options of `export`."""
+
+    merge_lora: bool = False
+    """Merge a LoRA run's adapters into its base model (W + (alpha / r) B A)."""
 
 
 class ScoringOptions(StageConfig):
@@ -304,3 +495,32 @@ class EvalHumansConfig(StageConfig):
     """Calibration bins (the published human calibration uses 20)."""
     seed: int = 0
     """Seed of the bootstrap and of the calibration regression's folds."""
+
+
+class EvalCompareConfig(StageConfig):
+    """Options of `eval compare`."""
+
+    seed: int = 0
+    """Seed of the paired bootstrap."""
+
+
+class RunConfig(StageConfig):
+    """Options of `run`."""
+
+    profile: str | None = None
+    """A named profile of overrides in the experiment file (e.g. quick)."""
+    dry_run: bool = False
+    """Validate and print the plan with each training's token and FLOP budget; compute nothing."""
+    report: bool = True
+    """Write the report after the stages."""
+
+
+class ReportConfig(StageConfig):
+    """Options of `report` (none: it reads the experiment's experiment.json)."""
+
+
+class DemoConfig(StageConfig):
+    """Options of `demo`."""
+
+    quick: bool = False
+    """A tiny version of the same flow (about 20 seconds; for tests, numbers not meaningful)."""

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from expertlm.config import LoraOptions
+from expertlm.config import ExportConfig, LoraOptions
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, write_json
@@ -167,15 +167,16 @@ def _no_future_warnings() -> Iterator[None]:
         yield
 
 
-def export(run: str | Path, out: str | Path, *, merge_lora: bool = False,
-           overwrite: bool = False) -> Path:  # fmt: skip
-    """A plain Hugging Face model folder from a run: with `merge_lora` a LoRA run's adapters
-    merged into its base (W + (alpha / r) B A); a full run's model files copied as they are.
-    Tokenizer files come along; export.json records where the model came from."""
+def export(run: str | Path, out: str | Path, *, overwrite: bool = False, show_progress: bool = True,
+           **options) -> Path:  # fmt: skip
+    """A plain Hugging Face model folder from a run: with `merge_lora` (`ExportConfig`) a LoRA
+    run's adapters merged into its base (W + (alpha / r) B A); a full run's model files copied
+    as they are. Tokenizer files come along; export.json records where the model came from."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    merge_lora = ExportConfig.from_options(options).merge_lora
     run, out = Path(run), Path(out)
     if not run.is_dir():
         raise ExpertlmError(f"{run}: no such run folder")

@@ -22,12 +22,11 @@ import struct
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 
-from expertlm.config import StageConfig
+from expertlm.config import MergeConfig
 from expertlm.console import count_progress, info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, provenance, read_json, sha256_file, write_json
@@ -48,46 +47,6 @@ ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
              torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
 TORCH_DTYPES = {v: k for k, v in ST_DTYPES.items()}
-
-
-class MergeConfig(StageConfig):
-    """Options of `merge`."""
-
-    method: Literal["linear", "slerp", "ties", "task_arithmetic"] = "linear"
-    """linear (weighted average), slerp (two models), ties or task_arithmetic (relative to a base)."""
-    weights: list[float] | None = None
-    """One weight per model. linear: normalised to sum to 1 (default equal); ties and
-    task_arithmetic: each task vector's weight, not normalised (default 1 each)."""
-    t: float | None = Field(None, ge=0.0, le=1.0)
-    """slerp: 0 gives the first model, 1 the second (default 0.5)."""
-    density: float | None = Field(None, gt=0.0, le=1.0)
-    """ties: fraction of each task vector's entries kept, by magnitude, per tensor (default 0.2)."""
-    lam: float | None = None
-    """ties, task_arithmetic: scale of the merged task vector added to the base (default 1)."""
-
-    @model_validator(mode="after")
-    def _used_by_the_method(self) -> MergeConfig:
-        uses = {"linear": {"weights"}, "slerp": {"t"}, "ties": {"weights", "density", "lam"},
-                "task_arithmetic": {"weights", "lam"}}[self.method]  # fmt: skip
-        flags = {"weights": "--weights", "t": "--t", "density": "--density", "lam": "--lambda"}
-        unused = [flags[k] for k in flags if getattr(self, k) is not None and k not in uses]
-        if unused:
-            raise ValueError(f"{', '.join(unused)} not used by --method {self.method}")
-        return self
-
-    def parameters(self, n_models: int) -> dict[str, Any]:
-        """The resolved parameters (defaults filled in), as merge.json records them."""
-        if self.method == "slerp":
-            return {"t": 0.5 if self.t is None else self.t}
-        p: dict[str, Any] = {"weights": self.weights or [1.0] * n_models}
-        if self.method == "linear":
-            total = sum(p["weights"])
-            p["weights"] = [w / total for w in p["weights"]]
-        if self.method == "ties":
-            p["density"] = 0.2 if self.density is None else self.density
-        if self.method in ("ties", "task_arithmetic"):
-            p["lam"] = 1.0 if self.lam is None else self.lam
-        return p
 
 
 # --- reading and writing safetensors ---------------------------------------------------------
@@ -373,15 +332,14 @@ def _same_everywhere(name: str, readers: list[Weights]) -> torch.Tensor:
     return first
 
 
-def merge(models: Sequence[str | Path], out: str | Path, *, method: str = "linear",
-          weights: Sequence[float] | None = None, t: float | None = None,
-          base: str | Path | None = None, density: float | None = None, lam: float | None = None,
-          overwrite: bool = False, show_progress: bool = True) -> Path:  # fmt: skip
+def merge(models: Sequence[str | Path], out: str | Path, *, base: str | Path | None = None,
+          overwrite: bool = False, show_progress: bool = True, **options) -> Path:  # fmt: skip
     """Merge same-architecture, same-tokenizer model folders into the model folder `out`
-    (config.json, model.safetensors, tokenizer files, merge.json with the recipe)."""
+    (config.json, model.safetensors, tokenizer files, merge.json with the recipe). `base`: the
+    model the task vectors are relative to (ties, task_arithmetic); `options` are the fields of
+    `MergeConfig` (method, weights, t, density, lam)."""
     t_start = time.time()
-    cfg = MergeConfig.from_options({"method": method, "weights": None if weights is None else list(weights),
-                                    "t": t, "density": density, "lam": lam})  # fmt: skip
+    cfg = MergeConfig.from_options(options)
     models = list(models)
     n_min, n_max = {"linear": (2, None), "slerp": (2, 2)}.get(cfg.method, (1, None))
     if len(models) < n_min or (n_max is not None and len(models) > n_max):

@@ -59,18 +59,22 @@ def build_model(config, seed: int = 0):
     return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
 
 
-def save_untrained(tokenizer: str | Path, out: str | Path, preset: str, overrides: dict | None = None,
-                   seed: int = 0, overwrite: bool = False) -> Path:  # fmt: skip
+def init_model(tokenizer: str | Path, out: str | Path, *, overwrite: bool = False,
+               show_progress: bool = True, **options) -> Path:  # fmt: skip
     """An untrained model folder: the preset sized for `tokenizer`, initialised with `seed`, plus
-    the tokenizer's files (the "untrained" baseline of an experiment)."""
+    the tokenizer's files (an experiment's "untrained" baseline). `options` are the fields of
+    `ModelConfig` (preset, model, seed)."""
     from transformers.utils import logging as hf_logging
 
+    from expertlm.config import ModelConfig
     from expertlm.io import atomic_dir
     from expertlm.tokenizer import copy_tokenizer_files, load_handle
 
+    cfg = ModelConfig.from_options(options)
     hf_logging.disable_progress_bar()
     handle = load_handle(tokenizer)
-    model = build_model(gpt2_config(preset, handle.vocab_size, handle.eot_id, overrides), seed)
+    config = gpt2_config(cfg.preset, handle.vocab_size, handle.eot_id, cfg.model)
+    model = build_model(config, cfg.seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         copy_tokenizer_files(tokenizer, tmp)

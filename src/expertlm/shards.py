@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from expertlm.config import PrepareConfig
 from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import SPLITS, corpus_files, corpus_hash, iter_texts, split_file
 from expertlm.encode import BatchEncoder
@@ -152,20 +153,16 @@ def _up_to_date(out: Path, expected: dict) -> bool:
     )
 
 
-def data_prepare(
-    corpus: str | Path,
-    out: str | Path,
-    *,
-    tokenizer: str | Path,
-    overwrite: bool = False,
-    show_progress: bool = True,
-) -> Path:
-    """Tokenize a corpus into `train.bin`, `val.bin` and `meta.json`.
+def data_prepare(corpus: str | Path, out: str | Path, *, tokenizer: str | Path,
+                 overwrite: bool = False, show_progress: bool = True, **options) -> Path:  # fmt: skip
+    """Tokenize a corpus into `train.bin`, `val.bin` and `meta.json` (`options`: the fields of
+    `PrepareConfig`).
 
     Re-running with the same corpus and tokenizer does nothing; a shards folder made from
     other inputs is rebuilt. Any other existing `out` is refused unless `overwrite`.
     """
     t0 = time.time()
+    PrepareConfig.from_options(options)
     out = Path(out)
     files = corpus_files(corpus)
     tok = load_handle(tokenizer)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from expertlm.config import TokenizerConfig
+from expertlm.config import TokenizerCompareConfig, TokenizerConfig
 from expertlm.console import count_progress, info, progress_enabled, warn
 from expertlm.corpus.docs import corpus_hash, iter_texts, read_manifest, split_file
 from expertlm.encode import plain_encode
@@ -238,17 +238,13 @@ DEFINITIONS = {
 }
 
 
-def tokenizer_compare(
-    tokenizers: list[str | Path],
-    *,
-    on: str | Path,
-    split: str = "val",
-    max_docs: int = 1000,
-    top: int = 15,
-    out: str | Path | None = None,
-) -> dict:
+def tokenizer_compare(tokenizers: list[str | Path], *, on: str | Path, out: str | Path | None = None,
+                      show_progress: bool = True, **options) -> dict:  # fmt: skip
     """Compare tokenizers on a corpus sample: fertility, characters per token, share of words
-    kept whole, and the most frequent words each one splits. Writes JSON to `out` if given."""
+    kept whole, and the most frequent words each one splits. `options` are the fields of
+    `TokenizerCompareConfig` (split, max_docs, top). Writes JSON to `out` if given."""
+    cfg = TokenizerCompareConfig.from_options(options)
+    split, max_docs, top = cfg.split, cfg.max_docs, cfg.top
     if len(tokenizers) < 2:
         raise ExpertlmError("compare needs at least two tokenizers")
     handles = [load_handle(t) for t in tokenizers]
@@ -296,3 +292,32 @@ def tokenizer_compare(
     if out is not None:
         write_json(out, result)
     return result
+
+
+def print_comparison(result: dict) -> None:
+    """`tokenizer compare`'s tables on stdout: one row per tokenizer, then each one's most
+    frequent split words with their pieces."""
+    from rich.console import Console
+    from rich.markup import escape  # tokenizer names and paths are text, not markup
+    from rich.table import Table
+
+    console = Console()
+    table = Table(
+        title=escape(f"{result['docs']:,} documents of {result['corpus']} ({result['split']})")
+    )
+    for col in ("tokenizer", "vocab", "tokens", "tokens/word", "chars/token", "whole words"):
+        table.add_column(col, justify="left" if col == "tokenizer" else "right")
+    for r in result["tokenizers"]:
+        table.add_row(
+            escape(r["tokenizer"]), f"{r['vocab_size']:,}", f"{r['tokens']:,}", f"{r['fertility']:.3f}",
+            f"{r['chars_per_token']:.3f}", f"{r['whole_word_share']:.1%}",
+        )  # fmt: skip
+    console.print(table)
+    for r in result["tokenizers"]:
+        words = Table(title=escape(f"most frequent words split by {r['tokenizer']}"))
+        words.add_column("word")
+        words.add_column("count", justify="right")
+        words.add_column("pieces")
+        for w in r["split_words"]:
+            words.add_row(w["word"], f"{w['count']:,}", " | ".join(w["pieces"]))
+        console.print(words)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from expertlm.config import PmcConfig
 from expertlm.console import info
 from expertlm.corpus.pubmed import journal_query, read_journals
 from expertlm.errors import ExpertlmError, where
@@ -133,25 +134,19 @@ def _run_pubget(query: str, data_dir: Path, api_key: str | None) -> Path:
     return Path(extracted)
 
 
-def corpus_pmc(
-    out: str | Path,
-    *,
-    query: str | None = None,
-    journals: str | Path | None = None,
-    from_year: int | None = None,
-    to_year: int | None = None,
-    data_dir: str | Path | None = None,
-    pubget_dir: str | Path | None = None,
-    api_key_env: str = "NCBI_API_KEY",
-    overwrite: bool = False,
-) -> Path:
+def corpus_pmc(out: str | Path, *, overwrite: bool = False, show_progress: bool = True,
+               **options) -> Path:  # fmt: skip
     """PubMed Central open-access articles -> corpus documents with body text and year.
+    `options` are the fields of `PmcConfig`.
 
     With `query`/`journals`: pubget downloads and extracts the open-access articles published
     `from_year`..`to_year` into `data_dir` (default: a `pubget_data` folder beside `out`;
     pubget resumes an interrupted download itself), then they are converted. With
     `pubget_dir`: an existing pubget output is converted, offline."""
     t0 = time.time()
+    cfg = PmcConfig.from_options(options)
+    query, journals, from_year, to_year = cfg.query, cfg.journals, cfg.from_year, cfg.to_year
+    pubget_dir, api_key_env = cfg.pubget_dir, cfg.api_key_env
     out = Path(out)
     if not out.name.endswith((".jsonl", ".jsonl.gz")):
         raise ExpertlmError(f"option --out: {out} must end in .jsonl or .jsonl.gz")
@@ -172,7 +167,7 @@ def corpus_pmc(
             parts.append(f"{from_year or 1800}[PubDate] : {to_year or 3000}[PubDate]")
         term = " AND ".join(f"({p})" for p in parts) if len(parts) > 1 else parts[0]
         api_key = (os.environ.get(api_key_env) or None) if api_key_env else None
-        folder = Path(data_dir) if data_dir is not None else out.parent / "pubget_data"
+        folder = cfg.data_dir if cfg.data_dir is not None else out.parent / "pubget_data"
         pubget_dir = _run_pubget(term, folder, api_key)
     counts = convert_pubget(pubget_dir, out, from_year, to_year)
     info(

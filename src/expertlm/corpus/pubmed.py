@@ -35,18 +35,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from expertlm.config import PubmedConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError, where
 from expertlm.io import provenance, read_json, sha256_file, write_json
 from expertlm.net import DownloadError, Http
 
-DEFAULT_BASE_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+DEFAULT_BASE_URL = PubmedConfig.model_fields["base_url"].default
 ESEARCH_WINDOW = 10_000  # PubMed's ESearch returns only the first 10,000 records of a search
 RATE_NO_KEY = 3.0  # NCBI's limits, requests per second
 RATE_WITH_KEY = 10.0
 RETRIES = 6
 BACKOFF_S = 1.0
-MAX_BATCH = 10_000  # EFetch's largest retmax
 STATE_FORMAT = "expertlm.pubmed-state/1"
 # Records not written, by reason (a record is counted once, under the first that applies).
 SKIPS = ("duplicate", "retraction_notice", "retracted", "erratum", "no_abstract", "not_article")
@@ -382,44 +382,26 @@ class _Download:
             self._f.close()
 
 
-def _validate(out: Path, from_year: int, to_year: int, batch_size: int, tool: str) -> None:
-    problems = []
-    if not out.name.endswith((".jsonl", ".jsonl.gz")):
-        problems.append(f"option --out: {out} must end in .jsonl or .jsonl.gz")
-    if not 1800 <= from_year <= to_year <= 2100:
-        problems.append(f"option --from/--to: {from_year}..{to_year} is not a range of years")
-    if not 1 <= batch_size <= MAX_BATCH:
-        problems.append(f"option --batch-size: {batch_size} is not in 1..{MAX_BATCH}")
-    if not tool or any(c.isspace() for c in tool):
-        problems.append(f"option --tool: {tool!r} must be one word (NCBI's rule)")
-    if problems:
-        raise ExpertlmError("\n".join(problems))
-
-
-def corpus_pubmed(
-    out: str | Path,
-    *,
-    query: str | None = None,
-    journals: str | Path | None = None,
-    from_year: int = 2002,
-    to_year: int = 2022,
-    email: str | None = None,
-    tool: str = "expertlm",
-    api_key_env: str = "NCBI_API_KEY",
-    batch_size: int = 200,
-    base_url: str = DEFAULT_BASE_URL,
-    overwrite: bool = False,
-    show_progress: bool = True,
-) -> Path:
+def corpus_pubmed(out: str | Path, *, overwrite: bool = False, show_progress: bool = True,
+                  **options) -> Path:  # fmt: skip
     """Download the PubMed records matching `query` and/or the `journals` list, published
     `from_year`..`to_year`, into the JSON Lines file `out` (one document per record with an
-    abstract: id (PMID), year, journal, doi, title, text = title + abstract). A re-run after
-    an interruption continues where it stopped; a finished output is left as it is."""
+    abstract: id (PMID), year, journal, doi, title, text = title + abstract). `options` are the
+    fields of `PubmedConfig`. A re-run after an interruption continues where it stopped; a
+    finished output is left as it is (`overwrite` starts over)."""
     t0 = time.time()
     out = Path(out)
-    _validate(out, from_year, to_year, batch_size, tool)
-    term = build_term(query, journals)
-    params = {"term": term, "from_year": from_year, "to_year": to_year}
+    problems = [] if out.name.endswith((".jsonl", ".jsonl.gz")) else [
+        f"option --out: {out} must end in .jsonl or .jsonl.gz"
+    ]  # fmt: skip
+    try:
+        cfg = PubmedConfig.from_options(options)
+    except ExpertlmError as e:
+        problems.append(str(e))
+    if problems:  # every problem at once
+        raise ExpertlmError("\n".join(problems))
+    term = build_term(cfg.query, cfg.journals)
+    params = {"term": term, "from_year": cfg.from_year, "to_year": cfg.to_year}
     state_path, part_path = _side_paths(out)
 
     resuming = False
@@ -443,17 +425,17 @@ def corpus_pubmed(
         raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    api_key = (os.environ.get(api_key_env) or None) if api_key_env else None
+    api_key = (os.environ.get(cfg.api_key_env) or None) if cfg.api_key_env else None
     http = Http(
         RATE_WITH_KEY if api_key else RATE_NO_KEY,
         retries=RETRIES,
         backoff_s=BACKOFF_S,
         secrets=(api_key,) if api_key else (),
     )
-    if email is None and base_url == DEFAULT_BASE_URL:
+    if cfg.email is None and cfg.base_url == DEFAULT_BASE_URL:
         warn("NCBI asks every E-utilities user for a contact address: pass --email")
-    client = EUtils(base_url, http, tool, email, api_key)
-    run = _Download(out, params, batch_size)
+    client = EUtils(cfg.base_url, http, cfg.tool, cfg.email, api_key)
+    run = _Download(out, params, cfg.batch_size)
     run.open(resuming)
     if resuming:
         c = run.state["counts"]
@@ -461,7 +443,7 @@ def corpus_pubmed(
             f"pubmed: resuming {out}: {len(run.state['done'])} date range(s) done, "
             f"{c['written']:,} documents written"
         )
-    root = DateRange(date(from_year, 1, 1), date(to_year, 12, 31))
+    root = DateRange(date(cfg.from_year, 1, 1), date(cfg.to_year, 12, 31))
     try:
         with count_progress(show_progress) as bar:
             task = bar.add_task("pubmed", total=run.state["total"])

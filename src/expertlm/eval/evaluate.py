@@ -1,9 +1,10 @@
 """The evaluation stages: `eval bench`, `eval ppl`, `eval compare`, `eval humans`.
 
-- `eval_bench`: score both versions of every benchmark item (`scoring.py`), choose the version
-  with the lower perplexity (equal: a tie, counted wrong), and write `items.csv` (one row per
-  item) and `summary.json` (accuracy with SEM and bootstrap CI, ties, per-section accuracy,
-  calibration, the isolated-sentence variant when asked for, and what was scored how).
+- `eval_bench`: score every choice of every benchmark item (both versions, for BrainBench;
+  `scoring.py`), choose the one with the lowest perplexity (a minimum shared by several: a tie,
+  counted wrong), and write `items.csv` (one row per item) and `summary.json` (accuracy with SEM
+  and bootstrap CI, ties, per-section accuracy, calibration, the isolated-sentence variant when
+  asked for, and what was scored how).
 - `eval_ppl`: bits per byte and per-token perplexity of a model on a corpus split (the
   forgetting measure for continued pretraining); bits per byte compares across tokenizers.
 - `eval_compare`: two results folders on the same items: McNemar's exact test and the paired
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.config import EvalBenchConfig, EvalHumansConfig, EvalPplConfig
+from expertlm.config import EvalBenchConfig, EvalCompareConfig, EvalHumansConfig, EvalPplConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
 from expertlm.eval import stats
@@ -36,9 +37,19 @@ from expertlm.io import (
     write_json,
 )
 
+# items.csv when every item is a BrainBench pair (original, altered; the original right); choice
+# is original, altered or tie.
 ITEM_COLUMNS = ("id", "section", "parent", "tokens_original", "tokens_altered", "nll_original",
                 "nll_altered", "ppl_original", "ppl_altered", "choice", "correct", "confidence",
                 "log_confidence", "windowed")  # fmt: skip
+
+
+def choice_columns(k: int) -> tuple[str, ...]:
+    """items.csv's columns for a benchmark with other items (up to `k` choices an item; cells
+    past an item's own number of choices are empty); choice is the chosen index or tie."""
+    per_choice = tuple(f"{what}_{j}" for what in ("tokens", "nll", "ppl") for j in range(k))
+    return ("id", "section", "parent", "n_choices", "answer", "choice", "correct", *per_choice,
+            "confidence", "log_confidence", "windowed")  # fmt: skip
 
 
 def model_identity(name: str | Path) -> dict:
@@ -61,11 +72,15 @@ def _scorer(model: str | Path, cfg, bos):
 
 def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progress: bool,
                 label: str = "eval") -> list[dict]:  # fmt: skip
-    """Score both versions of every item: one row per item (the columns of items.csv)."""
+    """Score every choice of every item: one row per item, in the layout of items.csv
+    (`ITEM_COLUMNS` when every item is a BrainBench pair, else `choice_columns`)."""
+    pair_layout = all(it.is_pair for it in items)
     encoded = []
     for it in items:
         versions = []
-        for text in (it.original, it.altered):
+        for choice in it.choices:
+            # the template wraps the whole scored text: the context (if any) and the choice
+            text = f"{it.context} {choice}" if it.context else choice
             prompt, start = apply_template(template, text)
             versions.append(scorer.encode(prompt, start if not cfg.score_template else 0))
         encoded.append(versions)
@@ -75,43 +90,50 @@ def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progres
         task = bar.add_task(label, total=len(items))
         for k in range(0, len(items), chunk):
             part = encoded[k : k + chunk]
-            pairs = [(a.ids, b.ids) for a, b in part]
+            seqs = [[e.ids for e in versions] for versions in part]
             if cfg.share_prefix:
-                nlls = scorer.pair_nll(pairs)
+                nlls = scorer.choice_nll(seqs)
             else:
-                flat = scorer.token_nll([s for p in pairs for s in p])
-                nlls = list(zip(flat[0::2], flat[1::2], strict=True))
-            for it, (ea, eb), (na, nb) in zip(items[k : k + chunk], part, nlls, strict=True):
-                rows.append(_item_row(it, ea, eb, na, nb, cfg, scorer.context))
+                flat = iter(scorer.token_nll([s for item in seqs for s in item]))
+                nlls = [[next(flat) for _ in item] for item in seqs]
+            for it, enc, nll in zip(items[k : k + chunk], part, nlls, strict=True):
+                rows.append(_item_row(it, enc, nll, cfg, scorer.context, pair_layout))
             bar.advance(task, len(part))
     return rows
 
 
-def _item_row(it, ea, eb, na, nb, cfg, context: int) -> dict:
+def _item_row(it, encoded, nlls, cfg, context: int, pair: bool) -> dict:
     from expertlm.eval.scoring import reduce_nll
 
-    first_a = ea.first if not cfg.score_template else 0
-    first_b = eb.first if not cfg.score_template else 0
-    nll_a = reduce_nll(na, first_a, cfg.reduction)
-    nll_b = reduce_nll(nb, first_b, cfg.reduction)
-    if math.isnan(nll_a) or math.isnan(nll_b):
+    firsts = [e.first if not cfg.score_template else 0 for e in encoded]
+    nll = [reduce_nll(n, f, cfg.reduction) for n, f in zip(nlls, firsts, strict=True)]
+    if any(math.isnan(x) for x in nll):
         raise ExpertlmError(
             f"item {it.id}: a version has no scored tokens (a one-token text; try --bos)"
         )
-    ppl_a, ppl_b = _exp(nll_a), _exp(nll_b)
+    tokens = [len(n) - max(0, f - 1) for n, f in zip(nlls, firsts, strict=True)]
+    ppl = [_exp(x) for x in nll]
     # exp is monotone: comparing NLLs is comparing perplexities, without overflow for sums
-    choice = "original" if nll_a < nll_b else "altered" if nll_b < nll_a else "tie"
-    log_conf = abs(nll_b - nll_a)
-    conf = abs(ppl_b - ppl_a) if cfg.reduction == "mean" else log_conf
-    return {
-        "id": it.id, "section": it.section, "parent": it.parent,
-        "tokens_original": len(na) - max(0, first_a - 1), "tokens_altered": len(nb) - max(0, first_b - 1),
-        "nll_original": nll_a, "nll_altered": nll_b, "ppl_original": ppl_a, "ppl_altered": ppl_b,
-        "choice": choice, "correct": int(choice == "original"),
-        "confidence": conf, "log_confidence": log_conf,
+    best, second = sorted(range(len(nll)), key=nll.__getitem__)[:2]
+    chosen = best if nll[best] < nll[second] else None  # None: the lowest is shared, a tie
+    log_conf = nll[second] - nll[best]
+    conf = abs(ppl[second] - ppl[best]) if cfg.reduction == "mean" else log_conf
+    shared = {
+        "correct": int(chosen == it.answer), "confidence": conf, "log_confidence": log_conf,
         # the scorer windows exactly the texts longer than the context
-        "windowed": int(max(len(ea.ids), len(eb.ids)) > context),
+        "windowed": int(max(len(e.ids) for e in encoded) > context),
     }  # fmt: skip
+    head = {"id": it.id, "section": it.section, "parent": it.parent}
+    if pair:
+        return head | {
+            "tokens_original": tokens[0], "tokens_altered": tokens[1], "nll_original": nll[0],
+            "nll_altered": nll[1], "ppl_original": ppl[0], "ppl_altered": ppl[1],
+            "choice": "tie" if chosen is None else ("original", "altered")[chosen], **shared,
+        }  # fmt: skip
+    per_choice = {f"{what}_{j}": v for what, values in (("tokens", tokens), ("nll", nll), ("ppl", ppl))
+                  for j, v in enumerate(values)}  # fmt: skip
+    return head | {"n_choices": len(it.choices), "answer": it.answer,
+                   "choice": "tie" if chosen is None else chosen, **shared, **per_choice}  # fmt: skip
 
 
 def _exp(x: float) -> float:
@@ -125,10 +147,11 @@ def bench_summary(rows: list[dict], seed: int = 0, bins: int = 10, reduction: st
     out = stats.accuracy_summary(correct, seed=seed)
     out["ties"] = sum(r["choice"] == "tie" for r in rows)
     out["per_section"] = stats.per_group([r["section"] for r in rows], correct)
+    gap = "|{0}(altered) - {0}(original)|" if _pair_layout(rows) else "{0}(second) - {0}(lowest)"
     out["calibration"] = {
-        "confidence": "|PPL(altered) - PPL(original)|"
+        "confidence": gap.format("PPL")
         if reduction == "mean"
-        else "|NLL(altered) - NLL(original)| (summed NLLs: perplexities overflow)",
+        else gap.format("NLL") + " (summed NLLs: perplexities overflow)",
         "bins": stats.calibration_bins(conf, correct, bins),
         "log_bins": stats.calibration_bins([r["log_confidence"] for r in rows], correct, bins),
         "regression": stats.calibration_regression(conf, correct, seed=seed),
@@ -136,16 +159,24 @@ def bench_summary(rows: list[dict], seed: int = 0, bins: int = 10, reduction: st
     return out
 
 
+def _pair_layout(rows: list[dict]) -> bool:
+    """Are these `score_items` rows in the BrainBench layout (`ITEM_COLUMNS`)?"""
+    return "n_choices" not in rows[0]
+
+
 def _write_items(path: Path, rows: list[dict]) -> None:
+    columns = (
+        ITEM_COLUMNS if _pair_layout(rows) else choice_columns(max(r["n_choices"] for r in rows))
+    )
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=ITEM_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
 
 
 def read_items(results: str | Path) -> list[dict]:
-    """The rows of a results folder's items.csv (numbers parsed)."""
+    """The rows of a results folder's items.csv, in either layout (`correct` parsed)."""
     path = Path(results) / "items.csv" if Path(results).is_dir() else Path(results)
     if not path.is_file():
         raise ExpertlmError(
@@ -178,6 +209,11 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
     if cfg.repair:
         info(f"{bench}: --repair: {benchmark.repaired} rows re-derived from their markers, "
              f"{benchmark.dropped} dropped, {len(benchmark.items)} items kept")  # fmt: skip
+    if cfg.isolated and not all(it.is_pair for it in benchmark.items):
+        raise ExpertlmError(
+            f"{bench}: --isolated needs BrainBench items (an original and an altered version); "
+            f"this benchmark has items with other choices"
+        )
     scorer = _scorer(model, cfg, cfg.bos)
     t0 = time.time()
     rows = score_items(scorer, benchmark.items, cfg, template, show_progress)
@@ -241,10 +277,10 @@ def isolated_summary(rows: list[dict], seed: int = 0) -> dict:
 # --- eval compare ----------------------------------------------------------------------------
 
 
-def eval_compare(
-    a: str | Path, b: str | Path, out: str | Path | None = None, seed: int = 0
-) -> dict:
-    """Paired comparison of two results folders on the same items (B minus A)."""
+def eval_compare(a: str | Path, b: str | Path, out: str | Path | None = None, **options) -> dict:
+    """Paired comparison of two results folders on the same items (B minus A); the JSON also to
+    `out` if given. `options` are the fields of `EvalCompareConfig` (seed)."""
+    seed = EvalCompareConfig.from_options(options).seed
     rows_a, rows_b = read_items(a), read_items(b)
     ia = {r["id"]: r["correct"] for r in rows_a}
     ib = {r["id"]: r["correct"] for r in rows_b}
@@ -268,6 +304,17 @@ def eval_compare(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     return result
+
+
+def print_comparison(r: dict) -> None:
+    """`eval compare`'s one-line summary on stdout."""
+    d, m = r["b_minus_a"], r["mcnemar"]
+    print(
+        f"{r['n']} items: A {r['accuracy_a']:.3f}, B {r['accuracy_b']:.3f}, "
+        f"B - A {d['difference']:+.3f} (95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}); "
+        f"McNemar exact p = {m['p_value']:.4g} ({m['only_a_correct']} only A right, "
+        f"{m['only_b_correct']} only B right)"
+    )
 
 
 # --- eval ppl --------------------------------------------------------------------------------

@@ -23,12 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from expertlm.config import FetchConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, check_output_dir, provenance, sha256_file, write_json
 from expertlm.net import DownloadError, Http
 
-DEFAULT_BASE_URL = "https://raw.githubusercontent.com/"
+DEFAULT_BASE_URL = FetchConfig.model_fields["base_url"].default
 # The commits the authors' own analysis code pins for these two repositories, used as git
 # submodules (named in the README of braingpt-lovelab/backwards; braingpt-lovelab/
 # matching_experts has the same two submodules), so everyone scores the same items.
@@ -166,19 +167,16 @@ def _manual_steps(remotes: tuple[Remote, ...], base_url: str, out: Path) -> str:
     )
 
 
-def bench_fetch(
-    name: str,
-    out: str | Path,
-    *,
-    base_url: str = DEFAULT_BASE_URL,
-    from_dir: str | Path | None = None,
-    overwrite: bool = False,
-) -> Path:
+def bench_fetch(name: str, out: str | Path, *, overwrite: bool = False, show_progress: bool = True,
+                **options) -> Path:  # fmt: skip
     """Download a published benchmark (`brainbench`) into the folder `out`, checked, with a
-    manifest of sources, commits, row counts and sha256. `from_dir`: take the files from a
-    local folder instead (downloaded by hand) and check them the same way."""
+    manifest of sources, commits, row counts and sha256. `options` are the fields of
+    `FetchConfig`; `from_dir`: take the files from a local folder instead (downloaded by hand)
+    and check them the same way."""
     if name not in BENCHMARKS:
         raise ExpertlmError(f"unknown benchmark {name!r} (known: {', '.join(BENCHMARKS)})")
+    cfg = FetchConfig.from_options({"name": name, **options})
+    base_url, from_dir = cfg.base_url, cfg.from_dir
     remotes = BENCHMARKS[name]
     out = Path(out)
     check_output_dir(out, overwrite)

@@ -1,7 +1,17 @@
-"""Experiments: a grid of variants from one file (`spec.py`), planned as stages (`plan.py`,
-`stages.py`), run (`run.py`) and reported (`report.py`)."""
+"""Experiments: a grid of variants from one file (`spec.py`), planned as stages of the
+registered kinds (`stages.py`, `plan.py`), run (`graph.py`; `budget.py` for --dry-run) and reported (`report.py`).
+"""
 
-from expertlm.experiment.run import demo, plan_experiment, print_plan, run, training_budget
-from expertlm.experiment.spec import load_experiment
+_EXPORTS = {"demo": "graph", "plan_experiment": "graph", "run": "graph", "print_plan": "budget",
+            "training_budget": "budget", "load_experiment": "spec"}  # fmt: skip
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["demo", "load_experiment", "plan_experiment", "print_plan", "run", "training_budget"]
+
+def __getattr__(name: str):
+    # Imported on first use: the command line reads the stage registry (stages.py) from this
+    # package and should not import the planner and its dependencies to print --help.
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"expertlm.experiment.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'expertlm.experiment' has no attribute {name!r}")

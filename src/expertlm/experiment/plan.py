@@ -1,63 +1,34 @@
 """The plan of an experiment: its stages in dependency order, validated before any compute.
 
-`Plan` turns an `ExperimentSpec` into `Stage`s (`stages.py`): corpora, tokenizers, shards, one
-model per variant and seed, evaluations. It checks every name, file and option first and reports
-every problem at once, each naming its key; `execute` runs what is not up to date and writes
-`experiment.json`, the paths of every output, for the report.
+`Plan` turns an `ExperimentSpec` into `Stage`s of the registered kinds (`stages.py`): corpora,
+tokenizers, shards, one model per variant and seed, evaluations. It checks every name, file and
+option first (each stage's options through its config class) and reports every problem at once,
+each naming its key. Building is all it does: `graph.py` runs a plan.
 """
 
 from __future__ import annotations
 
-import inspect
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from expertlm.config import (
-    CorpusConfig,
-    EvalBenchConfig,
-    TokenizerConfig,
-    TrainConfig,
-    format_validation_error,
-)
-from expertlm.console import console, info
+from expertlm import config
 from expertlm.errors import ExpertlmError
-from expertlm.experiment.stages import (
-    STAGE_FILE,
-    Stage,
-    act_bench_fetch,
-    act_corpus_build,
-    act_data_prepare,
-    act_eval_bench,
-    act_eval_humans,
-    act_eval_ppl,
-    act_init_model,
-    act_merge,
-    act_pubmed,
-    act_synth,
-    act_tokenizer_compare,
-    act_tokenizer_train,
-    act_train,
-    corpus_digest,
-    external,
-    model_digest,
-    shards_digest,
-    source_digest,
-    synth_digest,
-    tokenizer_digest,
-)
-from expertlm.io import provenance, sha256_file, write_json
+from expertlm.experiment.stages import REGISTRY, Stage, external, within
 from expertlm.net import is_hub_id
+from expertlm.synth.build import LITERATURE
 from expertlm.synth.config import SynthConfig
 
 if TYPE_CHECKING:
-    from expertlm.experiment.spec import BenchmarkSpec, CorpusSpec, ExperimentSpec, VariantSpec
-
-
-# --- the plan --------------------------------------------------------------------------------
+    from expertlm.experiment.spec import (
+        BenchmarkSpec,
+        CorpusSpec,
+        ExperimentSpec,
+        HumansSpec,
+        VariantSpec,
+    )
 
 
 @dataclass
@@ -85,6 +56,7 @@ class Plan:
         self.show_progress = show_progress
         self.problems: list[str] = []
         self.stages: list[Stage] = []
+        self.downloads: dict[str, Stage] = {}
         self.corpora: dict[str, Stage] = {}
         self.synth: dict[str, Stage] = {}
         self.tokenizers: dict[str, Stage] = {}
@@ -102,41 +74,52 @@ class Plan:
     def problem(self, key: str, msg: str) -> None:
         self.problems.append(f"{self.file}: key '{key}': {msg}")
 
-    def check_options(self, cls, options: dict, key: str) -> None:
+    def options(self, cls: type[config.StageConfig], options: dict, key: str,
+                names: dict[str, str] | None = None) -> dict:  # fmt: skip
+        """`options`, checked by the stage's config class: each problem under its key (`names`
+        maps an option to the experiment file's name for it, where they differ)."""
         try:
             cls.model_validate(options)
         except ValidationError as e:
-            for line in format_validation_error(e, "option").splitlines():
-                # "option 'lr' (--lr): msg" -> key 'variants.2.train.lr': msg
-                head, _, msg = line.partition(": ")
-                name = head.split("'")[1] if "'" in head else ""
-                self.problem(f"{key}.{name}" if name else key, msg)
+            for err in e.errors():
+                loc = [str(p) for p in err["loc"]]
+                if loc and names and loc[0] in names:
+                    loc[0] = names[loc[0]]
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                self.problem(".".join([key, *loc]), msg.removeprefix("Value error, "))
+        return options
 
     def path(self, p: str) -> Path:
         q = Path(p).expanduser()
         return q if q.is_absolute() else self.base / q
 
-    def add(self, stage: Stage) -> Stage:
-        self.stages.append(stage)
-        return stage
+    def add(self, kind: str, label: str, out: Path, options: dict | None = None,
+            inputs: dict | None = None, after: list[Stage] | None = None) -> Stage:  # fmt: skip
+        self.stages.append(Stage(kind, label, out, options or {}, inputs or {}, after or []))
+        return self.stages[-1]
+
+    def _ref(self, ref: str, key: str, artifact: str) -> Stage:
+        """A model or tokenizer outside the experiment: a folder, or a hub id."""
+        p = self.path(ref)
+        if p.exists():
+            return external(ref, p, artifact)
+        if not is_hub_id(ref):
+            self.problem(key, f"{p}: no such folder (and not a hub id)")
+        return external(ref, ref, artifact)
 
     # --- building ---
 
     def _build(self) -> None:
         spec, out = self.spec, self.out
-        self.downloads: dict[str, Stage] = {}
         for name, d in spec.downloads.items():
-            from_dir = str(self.path(d.from_dir)) if d.from_dir else None
-            if from_dir and not Path(from_dir).is_dir():
-                self.problem(f"downloads.{name}.from_dir", f"{from_dir}: no such folder")
-            cfg = {"fetch": d.fetch, "from_dir": from_dir}
-            self.downloads[name] = self.add(Stage(
-                "download", f"download {name}", out / "downloads" / name, cfg, [],
-                lambda st, c=cfg: act_bench_fetch(st, c),
-            ))  # fmt: skip
-        raw: dict[str, tuple[list, list[Stage], dict]] = {}  # corpus -> (sources, deps, build)
-        for name, c in spec.corpora.items():
-            raw[name] = self._corpus_sources(name, c)
+            opts = {"name": d.fetch}
+            if d.from_dir:
+                opts["from_dir"] = str(self.path(d.from_dir))
+                if not Path(opts["from_dir"]).is_dir():
+                    self.problem(f"downloads.{name}.from_dir", f"{opts['from_dir']}: no such folder")
+            self.options(config.FetchConfig, opts, f"downloads.{name}", {"name": "fetch"})
+            self.downloads[name] = self.add("bench_fetch", f"download {name}", out / "downloads" / name, opts)  # fmt: skip
+        raw = {name: self._corpus_sources(name, c) for name, c in spec.corpora.items()}
         for name, b in spec.benchmarks.items():
             self._benchmark(name, b)
         for name, c in spec.corpora.items():
@@ -144,179 +127,116 @@ class Plan:
                 self._corpus_build(name, c, *raw[name])
         for name, t in spec.tokenizers.items():
             key = f"tokenizers.{name}"
-            if t.corpus is not None:
-                if t.corpus not in self.corpora:
-                    self.problem(
-                        f"{key}.corpus",
-                        f"unknown corpus '{t.corpus}' (corpora: {', '.join(spec.corpora)})",
-                    )
-                    continue
-                opts = {"vocab_size": t.vocab_size, **t.options}
-                self.check_options(TokenizerConfig, opts, f"{key}.options")
-                self.tokenizers[name] = self.add(Stage(
-                    "tokenizer", f"tokenizer {name}", out / "tokenizers" / name, opts, [self.corpora[t.corpus]],
-                    lambda st, c=self.corpora[t.corpus], o=opts: act_tokenizer_train(st, c.out, o, self.show_progress),
-                    tokenizer_digest,
-                ))  # fmt: skip
+            if t.corpus is None:
+                self.tokenizers[name] = self._ref(t.path, f"{key}.path", "tokenizer")
+            elif t.corpus not in self.corpora:
+                self.problem(f"{key}.corpus", f"unknown corpus '{t.corpus}' (corpora: {', '.join(spec.corpora)})")  # fmt: skip
             else:
-                self.tokenizers[name] = self._model_or_tokenizer_ref(
-                    t.path, f"{key}.path", tokenizer_digest
-                )
-        self.check_options(EvalBenchConfig, spec.eval.options, "eval.options")
+                opts = self.options(config.TokenizerConfig, {"vocab_size": t.vocab_size, **t.options}, f"{key}.options")  # fmt: skip
+                self.tokenizers[name] = self.add("tokenizer_train", f"tokenizer {name}", out / "tokenizers" / name,
+                                                 opts, {"corpus": self.corpora[t.corpus]})  # fmt: skip
+        self.options(config.EvalBenchConfig, spec.eval.options, "eval.options")
         for n in spec.eval.benchmarks or []:
             if n not in spec.benchmarks:
-                self.problem(
-                    "eval.benchmarks",
-                    f"unknown benchmark '{n}' (benchmarks: {', '.join(spec.benchmarks)})",
-                )
+                self.problem("eval.benchmarks", f"unknown benchmark '{n}' (benchmarks: {', '.join(spec.benchmarks)})")  # fmt: skip
         for n in spec.eval.ppl:
             if n not in spec.corpora:
-                self.problem(
-                    "eval.ppl", f"unknown corpus '{n}' (corpora: {', '.join(spec.corpora)})"
-                )
+                self.problem("eval.ppl", f"unknown corpus '{n}' (corpora: {', '.join(spec.corpora)})")  # fmt: skip
         if spec.humans is not None:
-            h = spec.humans
-            if h.download is not None:
-                if h.download not in self.downloads:
-                    self.problem(
-                        "humans.download",
-                        f"unknown download '{h.download}' (downloads: {', '.join(self.downloads) or 'none'})",
-                    )
-                    src = external("humans file", Path(h.file), sha256_file)
-                else:
-                    dl = self.downloads[h.download]
-                    src = Stage(
-                        "input", "humans file", dl.out / h.file, {}, [dl], None, sha256_file
-                    )  # type: ignore[arg-type]
-            else:
-                p = self.path(h.path)
-                if not p.is_file():
-                    self.problem("humans.path", f"{p}: no such participant data file")
-                src = external("humans file", p, sha256_file)
-            self.humans = self.add(Stage("humans", "humans", out / "results" / "humans", {"items": h.items}, [src],
-                                         lambda st, f=src, i=h.items: act_eval_humans(st, f.out, i)))  # fmt: skip
+            self._humans(spec.humans)
         names = [v.name for v in spec.variants]
         for i, v in enumerate(spec.variants):
             if names.count(v.name) > 1:
                 self.problem(f"variants.{i}.name", f"'{v.name}' is used by more than one variant")
             elif not v.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                self.problem(
-                    f"variants.{i}.name", f"'{v.name}': use letters, digits, '-', '_', '.'"
-                )
-        order = self._variant_order()
-        for i in order:
+                self.problem(f"variants.{i}.name", f"'{v.name}': use letters, digits, '-', '_', '.'")  # fmt: skip
+        for i in self._variant_order():
             self._variant(i, spec.variants[i])
         if not self.problems:
             self._evaluations()
 
-    def _corpus_sources(self, name: str, c: CorpusSpec):
-        """The inputs of a corpus: a synth or pubmed stage, source files, or an existing folder."""
+    def _corpus_sources(self, name: str, c: CorpusSpec) -> tuple[list[Stage], dict] | None:
+        """The inputs of a corpus: a synth or pubmed stage's file, or source files (None: an
+        existing corpus folder, nothing to build)."""
         key = f"corpora.{name}"
-        out = self.out
         if c.path is not None:
             p = self.path(c.path)
             if not (p / "train.jsonl.gz").is_file():
                 self.problem(f"{key}.path", f"{p}: not a corpus folder (no train.jsonl.gz)")
-            self.corpora[name] = external(f"corpus {name}", p, corpus_digest)
+            self.corpora[name] = external(f"corpus {name}", p, "corpus")
             return None
         build = dict(c.build)
         if c.synth is not None:
-            self.check_options(SynthConfig, c.synth, f"{key}.synth")
-            synth = self.add(Stage("synth", f"synth {name}", out / "sources" / name, dict(c.synth), [],
-                                   lambda st, o=dict(c.synth): act_synth(st, o, self.show_progress), synth_digest))  # fmt: skip
-            self.synth[name] = synth
-            build.setdefault(
-                "decontam",
-                [str(synth.out / "benchmark.csv"), str(synth.out / "benchmark_seen.csv")],
-            )
-            return [synth.out / "literature.jsonl.gz"], [synth], build
+            opts = self.options(SynthConfig, dict(c.synth), f"{key}.synth")
+            synth = self.synth[name] = self.add("corpus_synth", f"synth {name}", self.out / "sources" / name, opts)  # fmt: skip
+            build.setdefault("decontam", [str(synth.out / f) for f in ("benchmark.csv", "benchmark_seen.csv")])  # fmt: skip
+            return [within(synth, LITERATURE, f"literature {name}")], build
         if c.pubmed is not None:
-            from expertlm.corpus.pubmed import corpus_pubmed
-
-            allowed = set(inspect.signature(corpus_pubmed).parameters) - {
-                "out",
-                "overwrite",
-                "show_progress",
-            }
-            for k in c.pubmed:
-                if k not in allowed:
-                    self.problem(
-                        f"{key}.pubmed.{k}",
-                        f"unknown option (options: {', '.join(sorted(allowed))})",
-                    )
             opts = dict(c.pubmed)
             if isinstance(opts.get("journals"), str) and opts["journals"] != "neuro":
                 opts["journals"] = str(self.path(opts["journals"]))
-            pm = self.add(Stage("pubmed", f"pubmed {name}", out / "sources" / name, opts, [],
-                                lambda st, o=opts: act_pubmed(st, o, self.show_progress)))  # fmt: skip
-            return [pm.out / "pubmed.jsonl.gz"], [pm], build
-        sources, deps = [], []
+            self.options(config.PubmedConfig, opts, f"{key}.pubmed")
+            pm = self.add("corpus_pubmed", f"pubmed {name}", self.out / "sources" / name, opts)
+            return [within(pm, REGISTRY["corpus_pubmed"].output.file, f"pubmed {name} file")], build
+        sources = []
         for j, src in enumerate(c.sources or []):
             if src.startswith("hf:"):
-                sources.append(src)
+                sources.append(external(f"source {src}", src, "sources"))
                 continue
             p = self.path(src)
             if not p.exists():
                 self.problem(f"{key}.sources.{j}", f"{p}: no such file or folder")
-            sources.append(p)
-            deps.append(external(f"source {p.name}", p, source_digest))
-        return sources, deps, build
+            sources.append(external(f"source {p}", p, "sources"))
+        return sources, build
 
     def _benchmark(self, name: str, b: BenchmarkSpec) -> None:
         key = f"benchmarks.{name}"
         if b.corpus is not None or b.download is not None:
-            owner = (
-                self.synth.get(b.corpus) if b.corpus is not None else self.downloads.get(b.download)
-            )
+            owner = self.synth.get(b.corpus) if b.corpus is not None else self.downloads.get(b.download)  # fmt: skip
             if owner is None:
-                what = (
-                    f"'{b.corpus}' is not a synthetic corpus"
-                    if b.corpus is not None
-                    else f"unknown download '{b.download}'"
-                )
+                what = f"'{b.corpus}' is not a synthetic corpus" if b.corpus is not None else f"unknown download '{b.download}'"  # fmt: skip
                 self.problem(f"{key}.{'corpus' if b.corpus is not None else 'download'}", what)
                 return
-            self.benchmarks[name] = Stage("input", f"benchmark {name}", owner.out / b.file, {}, [owner], None,  # type: ignore[arg-type]
-                                          lambda p: sha256_file(p) if p.exists() else "")  # fmt: skip
+            self.benchmarks[name] = within(owner, b.file, f"benchmark {name}")
             return
         p = self.path(b.path)
         if not p.is_file():
             self.problem(f"{key}.path", f"{p}: no such benchmark file")
-        self.benchmarks[name] = external(f"benchmark {name}", p, sha256_file)
+        self.benchmarks[name] = external(f"benchmark {name}", p, "file")
 
-    def _corpus_build(
-        self, name: str, c: CorpusSpec, sources: list, deps: list[Stage], build: dict
-    ) -> None:
+    def _corpus_build(self, name: str, c: CorpusSpec, sources: list[Stage], build: dict) -> None:
         key = f"corpora.{name}"
+        after = [self.synth[name]] if c.synth is not None else []  # its benchmarks decontaminate
         if "decontam" in build and c.synth is None:
             build["decontam"] = [str(self.path(d)) for d in build["decontam"]]
             for d in build["decontam"]:
                 if not Path(d).is_file():
                     self.problem(f"{key}.build.decontam", f"{d}: no such benchmark file")
+                after.append(external(f"decontam {d}", Path(d), "file"))
         for b in c.decontam:
             if b not in self.benchmarks:
-                self.problem(
-                    f"{key}.decontam",
-                    f"unknown benchmark '{b}' (benchmarks: {', '.join(self.benchmarks)})",
-                )
+                self.problem(f"{key}.decontam", f"unknown benchmark '{b}' (benchmarks: {', '.join(self.benchmarks)})")  # fmt: skip
                 continue
             build["decontam"] = [*build.get("decontam", []), str(self.benchmarks[b].out)]
-            deps = [*deps, *self.benchmarks[b].deps]
-        self.check_options(CorpusConfig, build, f"{key}.build")
-        self.corpora[name] = self.add(Stage(
-            "corpus", f"corpus {name}", self.out / "corpora" / name,
-            {"build": build, "sources": [str(s) for s in sources]}, deps,
-            lambda st, s=sources, b=build: act_corpus_build(st, s, b, self.show_progress), corpus_digest,
-        ))  # fmt: skip
+            after.append(self.benchmarks[b])
+        opts = self.options(config.CorpusConfig, build, f"{key}.build")
+        self.corpora[name] = self.add("corpus_build", f"corpus {name}", self.out / "corpora" / name,
+                                      opts, {"sources": sources}, after)  # fmt: skip
 
-    def _model_or_tokenizer_ref(self, ref: str, key: str, digest) -> Stage:
-        p = self.path(ref)
-        if p.exists():
-            return external(ref, p, digest)
-        if is_hub_id(ref):
-            return external(ref, Path(ref), lambda _p, r=ref: f"hub:{r}")
-        self.problem(key, f"{p}: no such folder (and not a hub id)")
-        return external(ref, p, lambda _p: "")
+    def _humans(self, h: HumansSpec) -> None:
+        if h.download is not None:
+            dl = self.downloads.get(h.download)
+            if dl is None:
+                self.problem("humans.download", f"unknown download '{h.download}' (downloads: {', '.join(self.downloads) or 'none'})")  # fmt: skip
+                return
+            src = within(dl, h.file, "humans file")
+        else:
+            p = self.path(h.path)
+            if not p.is_file():
+                self.problem("humans.path", f"{p}: no such participant data file")
+            src = external("humans file", p, "file")
+        opts = self.options(config.EvalHumansConfig, {"items": h.items}, "humans")
+        self.humans = self.add("eval_humans", "humans", self.out / "results" / "humans", opts, {"participants": src})  # fmt: skip
 
     def _variant_order(self) -> list[int]:
         """Variants ordered so that every init:variant comes after its variant (cycles refused)."""
@@ -328,27 +248,18 @@ class Plan:
             if state.get(i) == 2:
                 return
             if state.get(i) == 1:
-                self.problem(
-                    f"variants.{i}.init",
-                    "variants initialise each other in a cycle: " + " -> ".join(chain),
-                )
+                self.problem(f"variants.{i}.init", "variants initialise each other in a cycle: " + " -> ".join(chain))  # fmt: skip
                 return
             state[i] = 1
             v = self.spec.variants[i]
-            deps = (
-                [("init", v.init.removeprefix("variant:"))] if v.init.startswith("variant:") else []
-            )
+            deps = [("init", v.init.removeprefix("variant:"))] if v.init.startswith("variant:") else []
             if v.merge is not None:
-                models = v.merge.get("models") or []
-                deps += [("merge.models", m) for m in models if isinstance(m, str)]
+                deps += [("merge.models", m) for m in v.merge.get("models") or [] if isinstance(m, str)]
                 if isinstance(v.merge.get("base"), str) and v.merge["base"] in index:
                     deps.append(("merge.base", v.merge["base"]))
             for where, dep in deps:
                 if dep not in index:
-                    self.problem(
-                        f"variants.{i}.{where}",
-                        f"unknown variant '{dep}' (variants: {', '.join(index)})",
-                    )
+                    self.problem(f"variants.{i}.{where}", f"unknown variant '{dep}' (variants: {', '.join(index)})")  # fmt: skip
                 else:
                     visit(index[dep], [*chain, dep])
             state[i] = 2
@@ -359,288 +270,127 @@ class Plan:
         return order
 
     def _variant(self, i: int, v: VariantSpec) -> None:
-        key = f"variants.{i}"
-        spec, out = self.spec, self.out
-        vp = VariantPlan(v, v.seeds or spec.seeds)
-        self.variants[v.name] = vp
+        key, out = f"variants.{i}", self.out
+        vp = self.variants[v.name] = VariantPlan(v, v.seeds or self.spec.seeds)
         if v.merge is not None:
             self._merge_variant(key, v, vp)
             return
-        init_variant = None
+        parent: VariantPlan | None = None
         init_ref: Stage | None = None
         if v.init.startswith("variant:"):
-            init_variant = self.variants.get(v.init.removeprefix("variant:"))
-            if init_variant is None or init_variant.tokenizer is None:
+            parent = self.variants.get(v.init.removeprefix("variant:"))
+            if parent is None or not parent.models:
                 return  # reported: an unknown or broken variant, or a cycle
-            tok = init_variant.tokenizer
+            tok = parent.tokenizer
             if v.tokenizer is not None and self.tokenizers.get(v.tokenizer) is not tok:
                 self.problem(f"{key}.tokenizer", f"'{v.tokenizer}' differs from the tokenizer of its init "
-                             f"'{init_variant.spec.name}' ('{init_variant.spec.tokenizer}'): a model keeps its tokenizer")  # fmt: skip
-        elif v.init == "scratch":
-            if v.tokenizer is None:
-                self.problem(f"{key}.tokenizer", "a variant trained from scratch needs a tokenizer")
+                             f"'{parent.spec.name}' ('{parent.spec.tokenizer}'): a model keeps its tokenizer")  # fmt: skip
+        elif v.init == "scratch" and v.tokenizer is None:
+            self.problem(f"{key}.tokenizer", "a variant trained from scratch needs a tokenizer")
+            return
+        elif v.init != "scratch":
+            init_ref = self._ref(v.init, f"{key}.init", "model")
+            tok = external(v.init, init_ref.out, "tokenizer")  # a model folder holds its tokenizer
+        if v.tokenizer is not None and parent is None:
+            if v.tokenizer not in self.tokenizers:
+                self.problem(f"{key}.tokenizer", f"unknown tokenizer '{v.tokenizer}' (tokenizers: {', '.join(self.spec.tokenizers)})")  # fmt: skip
                 return
-            tok = self.tokenizers.get(v.tokenizer)
-            if tok is None:
-                self.problem(
-                    f"{key}.tokenizer",
-                    f"unknown tokenizer '{v.tokenizer}' (tokenizers: {', '.join(spec.tokenizers)})",
-                )
-                return
-        else:
-            init_ref = self._model_or_tokenizer_ref(v.init, f"{key}.init", model_digest)
-            if v.tokenizer is not None:
-                tok = self.tokenizers.get(v.tokenizer)
-                if tok is None:
-                    self.problem(f"{key}.tokenizer", f"unknown tokenizer '{v.tokenizer}'")
-                    return
-            else:
-                tok = external(
-                    v.init,
-                    init_ref.out,
-                    tokenizer_digest
-                    if init_ref.out.exists()
-                    else (lambda _p, r=v.init: f"hub:{r}"),
-                )
+            tok = self.tokenizers[v.tokenizer]
         vp.tokenizer = tok
-        if v.init == "scratch" and v.model:
-            from expertlm.models import GPT2_FIELDS, PRESETS
-
-            if v.preset not in PRESETS:
-                self.problem(
-                    f"{key}.preset", f"unknown preset '{v.preset}' (presets: {', '.join(PRESETS)})"
-                )
-            for k in v.model:
-                if k not in GPT2_FIELDS:
-                    self.problem(f"{key}.model.{k}", "unknown model field")
+        model = {"preset": v.preset, "model": v.model}
+        if v.init == "scratch":
+            self.options(config.ModelConfig, model, key)
         if v.train is None:
             if v.data is not None:
-                self.problem(
-                    f"{key}.data", "an untrained variant (train: null) has no training data"
-                )
+                self.problem(f"{key}.data", "an untrained variant (train: null) has no training data")
             for seed in vp.seeds:
-                if init_variant is not None:
-                    vp.models[seed] = init_variant.model_for(seed)
-                elif init_ref is not None:
-                    vp.models[seed] = init_ref
+                if parent is not None or init_ref is not None:
+                    vp.models[seed] = parent.model_for(seed) if parent else init_ref
                 else:
-                    cfg = {"preset": v.preset, "model": v.model, "seed": seed}
-                    vp.models[seed] = self.add(Stage(
-                        "init", f"init {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}", cfg, [tok],
-                        lambda st, c=cfg, t=tok: act_init_model(st, t.out, c), model_digest,
-                    ))  # fmt: skip
+                    vp.models[seed] = self.add("init_model", f"init {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}",
+                                               {**model, "seed": seed}, {"tokenizer": tok})  # fmt: skip
             return
         if v.data is None or v.data not in self.corpora:
-            self.problem(f"{key}.data", f"unknown corpus '{v.data}' to train on (corpora: {', '.join(spec.corpora)})"
+            self.problem(f"{key}.data", f"unknown corpus '{v.data}' to train on (corpora: {', '.join(self.spec.corpora)})"
                          if v.data else "a trained variant needs data: a corpus name")  # fmt: skip
             return
-        train_opts = dict(v.train)
+        train = dict(v.train)
         for reserved in ("init", "seed", "preset", "model"):
-            if reserved in train_opts:
-                self.problem(
-                    f"{key}.train.{reserved}", f"set {reserved} on the variant, not under train"
-                )
+            if reserved in train:
+                self.problem(f"{key}.train.{reserved}", f"set {reserved} on the variant, not under train")
         # (init only matters here as scratch or not: the model itself comes later)
-        init_kind = "scratch" if v.init == "scratch" else "pretrained"
-        self.check_options(TrainConfig, {**train_opts, "preset": v.preset, "model": v.model, "init": init_kind},
-                           f"{key}.train")  # fmt: skip
-        shards = self._shards(
-            v.data, tok, v.tokenizer or (init_variant.spec.tokenizer if init_variant else v.init)
-        )
+        self.options(config.TrainConfig, {**train, **model, "init": "scratch" if v.init == "scratch" else "pretrained"},
+                     f"{key}.train")  # fmt: skip
+        shards = self._shards(v.data, tok, v.tokenizer or (parent.spec.tokenizer if parent else v.init))
+        # (a continued variant keeps its parent's architecture: preset and model here only size
+        # the --dry-run budget)
+        arch = parent.spec if parent is not None else v
         for seed in vp.seeds:
-            deps = [shards]
-            init = "scratch"
-            if init_variant is not None:
-                parent = init_variant.model_for(seed)
-                deps.append(parent)
-                init = parent.out
-            elif init_ref is not None:
-                deps.append(init_ref)
-                init = str(init_ref.out)
-            # (a continued variant keeps its parent's architecture: preset and model here only
-            # size the --dry-run budget)
-            arch = init_variant.spec if init_variant is not None else v
-            cfg = {
-                "preset": arch.preset,
-                "model": arch.model,
-                "seed": seed,
-                "init": str(init),
-                **train_opts,
-            }
-            vp.models[seed] = self.add(Stage(
-                "train", f"train {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}", cfg, deps,
-                lambda st, s=shards, c=cfg: act_train(st, s.out, c, self.show_progress), model_digest,
-            ))  # fmt: skip
+            start = parent.model_for(seed) if parent is not None else init_ref
+            opts = {"preset": arch.preset, "model": arch.model, "seed": seed,
+                    "init": str(start.out) if start is not None else "scratch", **train}  # fmt: skip
+            vp.models[seed] = self.add("train", f"train {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}",
+                                       opts, {"shards": shards}, [start] if start is not None else [])  # fmt: skip
 
     def _merge_variant(self, key: str, v: VariantSpec, vp: VariantPlan) -> None:
         """A variant that merges other variants' models (seed by seed) instead of training."""
         m = dict(v.merge)
-        models = m.pop("models", None)
+        models, base = m.pop("models", None), m.pop("base", None)
         if not isinstance(models, list) or not models:
             self.problem(f"{key}.merge.models", "a merge needs a list of variant names")
             return
         parents = [self.variants.get(n) for n in models]
-        base = m.pop("base", None)
         base_plan = self.variants.get(base) if isinstance(base, str) else None
         if base is not None and base_plan is None:
             self.problem(f"{key}.merge.base", f"unknown variant '{base}'")
-        allowed = {"method", "weights", "t", "density", "lam"}
-        for k in m:
-            if k not in allowed:
-                self.problem(
-                    f"{key}.merge.{k}",
-                    f"unknown key (merge keys: models, base, {', '.join(sorted(allowed))})",
-                )
-        if any(p is None or p.tokenizer is None for p in parents) or (
-            base is not None and base_plan is None
-        ):
-            return  # reported by the ordering
-        toks = {id(p.tokenizer) for p in parents} | (
-            {id(base_plan.tokenizer)} if base_plan else set()
-        )
+        self.options(config.MergeConfig, m, f"{key}.merge")
+        if any(p is None or not p.models for p in parents) or (base is not None and not (base_plan and base_plan.models)):
+            return  # reported: unknown variants (by the ordering), or broken ones
+        toks = {id(p.tokenizer) for p in parents} | ({id(base_plan.tokenizer)} if base_plan else set())  # fmt: skip
         if len(toks) > 1:
             self.problem(f"{key}.merge.models", "merged models must share one tokenizer: "
                          + ", ".join(f"{p.spec.name} ({p.spec.tokenizer or p.spec.init})" for p in parents))  # fmt: skip
             return
         if v.train not in ({}, None) or v.data is not None:
-            self.problem(
-                f"{key}.merge", "a merged variant is not trained (leave out train and data)"
-            )
+            self.problem(f"{key}.merge", "a merged variant is not trained (leave out train and data)")
         vp.tokenizer = parents[0].tokenizer
         for seed in vp.seeds:
-            pick = [p.model_for(seed) for p in parents]
-            base_st = base_plan.model_for(seed) if base_plan else None
-            cfg = {**m, "seed": seed}
-            deps = [*pick, *([base_st] if base_st else [])]
-            vp.models[seed] = self.add(Stage(
-                "merge", f"merge {v.name} seed {seed}", self.out / "runs" / v.name / f"seed-{seed}", cfg, deps,
-                lambda st, ms=pick, b=base_st, o=m: act_merge(st, [x.out for x in ms], b.out if b else None, o, self.show_progress),
-                model_digest,
-            ))  # fmt: skip
+            inputs: dict = {"models": [p.model_for(seed) for p in parents]}
+            if base_plan is not None:
+                inputs["base"] = base_plan.model_for(seed)
+            vp.models[seed] = self.add("merge", f"merge {v.name} seed {seed}",
+                                       self.out / "runs" / v.name / f"seed-{seed}", m, inputs)  # fmt: skip
 
     def _shards(self, corpus: str, tok: Stage, tok_name: str) -> Stage:
         k = (corpus, tok.label)
         if k not in self.shards:
             name = f"{corpus}--{tok_name.replace('/', '_').replace(':', '_')}"
-            c = self.corpora[corpus]
-            self.shards[k] = self.add(Stage(
-                "shards", f"shards {name}", self.out / "shards" / name, {}, [c, tok],
-                lambda st, c=c, t=tok: act_data_prepare(st, c.out, t.out, self.show_progress), shards_digest,
-            ))  # fmt: skip
+            self.shards[k] = self.add("data_prepare", f"shards {name}", self.out / "shards" / name, {},
+                                      {"corpus": self.corpora[corpus], "tokenizer": tok})  # fmt: skip
         return self.shards[k]
 
     def _evaluations(self) -> None:
         spec, out = self.spec, self.out
-        benches = spec.eval.benchmarks or list(spec.benchmarks)
         opts = dict(spec.eval.options)
+        ppl_opts = {"max_docs": spec.eval.ppl_max_docs, **{k: opts[k] for k in ("batch_size", "device", "dtype") if k in opts}}  # fmt: skip
+        self.options(config.EvalPplConfig, {"max_docs": spec.eval.ppl_max_docs}, "eval", {"max_docs": "ppl_max_docs"})
         for name, vp in self.variants.items():
             for seed, model in vp.models.items():
                 base = out / "results" / name / f"seed-{seed}"
-                vp.results[seed] = {}
-                for b in benches:
+                vp.results[seed], vp.ppl[seed] = {}, {}
+                for b in spec.eval.benchmarks or list(spec.benchmarks):
                     bs = spec.benchmarks[b]
-                    cfg = {
-                        "template": bs.template,
-                        "repair": bs.repair,
-                        "isolated": bs.isolated,
-                        **opts,
-                    }
-                    vp.results[seed][b] = self.add(Stage(
-                        "eval", f"eval {name} seed {seed} on {b}", base / b, cfg, [model, self.benchmarks[b]],
-                        lambda st, m=model, bench=self.benchmarks[b], c=cfg: act_eval_bench(st, m.out, bench.out, c, self.show_progress),
-                    ))  # fmt: skip
-                vp.ppl[seed] = {}
+                    cfg = {"template": bs.template, "repair": bs.repair, "isolated": bs.isolated, **opts}
+                    vp.results[seed][b] = self.add("eval_bench", f"eval {name} seed {seed} on {b}", base / b, cfg,
+                                                   {"model": model, "bench": self.benchmarks[b]})  # fmt: skip
                 for c in spec.eval.ppl:
-                    cfg = {
-                        "max_docs": spec.eval.ppl_max_docs,
-                        **{k: opts[k] for k in ("batch_size", "device", "dtype") if k in opts},
-                    }
-                    vp.ppl[seed][c] = self.add(Stage(
-                        "ppl", f"ppl {name} seed {seed} on {c}", base / f"ppl-{c}", cfg, [model, self.corpora[c]],
-                        lambda st, m=model, corpus=self.corpora[c], cf=cfg: act_eval_ppl(st, m.out, corpus.out, cf, self.show_progress),
-                    ))  # fmt: skip
-        local = {n: t for n, t in self.tokenizers.items() if t.kind != "input" or t.out.exists()}
+                    vp.ppl[seed][c] = self.add("eval_ppl", f"ppl {name} seed {seed} on {c}", base / f"ppl-{c}", ppl_opts,
+                                               {"model": model, "corpus": self.corpora[c]})  # fmt: skip
+        local = {n: t for n, t in self.tokenizers.items() if t.kind != "input" or Path(t.out).exists()}
         if len(local) >= 2:
             on = spec.eval.tokenizers_on or next(iter(spec.corpora))
             if on not in self.corpora:
                 self.problem("eval.tokenizers_on", f"unknown corpus '{on}'")
                 return
-            self.tokenizer_comparison = self.add(Stage(
-                "compare", f"tokenizers on {on}", out / "results" / "tokenizers", {"on": on},
-                [*local.values(), self.corpora[on]],
-                lambda st, ts=local, c=self.corpora[on]: act_tokenizer_compare(st, [t.out for t in ts.values()], c.out),
-            ))  # fmt: skip
-
-    # --- running ---
-
-    def status(self) -> list[tuple[Stage, str]]:
-        """Each stage: cached (output there, key matches), or what would run."""
-        out = []
-        done: set[int] = set()
-        for st in self.stages:
-            ready = all(
-                id(d) in done or (d.kind == "input" and all(id(x) in done for x in d.deps))
-                for d in st.deps
-            )
-            if ready and st.out.exists() and st.recorded_key() == st.compute_key():
-                done.add(id(st))
-                out.append((st, "cached"))
-            else:
-                out.append((st, "run"))
-        return out
-
-    def execute(self) -> dict:
-        n = len(self.stages)
-        t_all = time.time()
-        ran = 0
-        for k, st in enumerate(self.stages, 1):
-            st.key = st.compute_key()
-            if st.out.exists() and st.recorded_key() == st.key:
-                console.print(f"[dim][{k}/{n}] {st.label}: up to date[/]", highlight=False)
-                continue
-            console.print(f"[bold][{k}/{n}] {st.label}[/]", highlight=False)
-            t0 = time.time()
-            st.action(st)
-            st.forget_output()
-            write_json(st.out / STAGE_FILE, {"key": st.key, "kind": st.kind, "config": st.config,
-                                             "inputs": st.inputs(), "wall_s": time.time() - t0})  # fmt: skip
-            ran += 1
-        manifest = self.manifest()
-        write_json(self.out / "experiment.json", manifest)
-        info(
-            f"{self.spec.name}: {ran} of {n} stages ran, {n - ran} up to date, in {time.time() - t_all:.0f} s -> {self.out}"
-        )
-        return manifest
-
-    def manifest(self) -> dict:
-        """experiment.json: every output's path, for the report."""
-        spec = self.spec
-        benches = {}
-        for name, b in self.benchmarks.items():
-            bs = spec.benchmarks[name]
-            ceilings = None
-            if bs.corpus is not None and (self.synth[bs.corpus].out / "ceilings.json").is_file():
-                ceilings = str(self.synth[bs.corpus].out / "ceilings.json")
-            benches[name] = {"path": str(b.out), "template": bs.template, "ceilings": ceilings,
-                             "ceilings_key": Path(bs.file).stem}  # fmt: skip
-        return {
-            "format": "expertlm.experiment/1", "name": spec.name, "description": spec.description,
-            "file": str(self.file), "out": str(self.out),
-            "corpora": {n: str(s.out) for n, s in self.corpora.items()},
-            "tokenizers": {n: str(s.out) for n, s in self.tokenizers.items()},
-            "benchmarks": benches,
-            "humans": str(self.humans.out) if self.humans else None,
-            "downloads": {n: str(s.out) for n, s in self.downloads.items()},
-            "tokenizer_comparison": str(self.tokenizer_comparison.out / "tokenizers.json") if self.tokenizer_comparison else None,
-            "variants": [
-                {"name": n, "label": vp.spec.label or n, "tokenizer": vp.spec.tokenizer, "init": vp.spec.init,
-                 "data": vp.spec.data, "trained": vp.spec.train is not None and vp.spec.merge is None,
-                 "merge": vp.spec.merge, "preset": vp.spec.preset,
-                 "seeds": {str(s): {"model": str(m.out),
-                                    "results": {b: str(r.out) for b, r in vp.results.get(s, {}).items()},
-                                    "ppl": {c: str(r.out) for c, r in vp.ppl.get(s, {}).items()}}
-                           for s, m in vp.models.items()}}
-                for n, vp in self.variants.items()
-            ],
-            "provenance": provenance(),
-        }  # fmt: skip
+            self.tokenizer_comparison = self.add("tokenizer_compare", f"tokenizers on {on}", out / "results" / "tokenizers",
+                                                 {}, {"tokenizers": list(local.values()), "on": self.corpora[on]})  # fmt: skip

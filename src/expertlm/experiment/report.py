@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, read_json
@@ -66,10 +67,11 @@ def _load(exp: dict) -> dict:
     return data
 
 
-def report(
-    run_dir: str | Path, out: str | Path | None = None, *, show_progress: bool = True
-) -> Path:
-    """Write the report of the experiment in `run_dir` (default: `run_dir/report`)."""
+def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress: bool = True,
+           **options) -> Path:  # fmt: skip
+    """Write the report of the experiment in `run_dir` into `out` (default: `run_dir/report`),
+    replacing an earlier report. `options`: the fields of `ReportConfig` (none yet)."""
+    ReportConfig.from_options(options)
     import matplotlib
 
     matplotlib.use("Agg")

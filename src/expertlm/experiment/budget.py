@@ -1,0 +1,109 @@
+"""`expertlm run --dry-run`: the plan's stages with what would run, and each training's token
+and FLOP budget, computed from its options and the model's shape on the meta device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from expertlm.console import console, info
+from expertlm.experiment.graph import status
+from expertlm.experiment.plan import Plan
+from expertlm.experiment.stages import Stage
+
+# Hub ids whose architecture is known offline (for --dry-run budgets).
+HUB_PRESETS = {"gpt2": ("gpt2-small", 50257), "gpt2-medium": ("gpt2-medium", 50257),
+               "gpt2-large": ("gpt2-large", 50257)}  # fmt: skip
+
+
+def print_plan(plan: Plan) -> dict:
+    """The stages in order with what would run, and each training's token and FLOP budget."""
+    from rich.table import Table
+
+    rows = status(plan)
+    table = Table(title=f"{plan.spec.name}: {len(rows)} stages -> {plan.out}")
+    for col in ("#", "stage", "status", "tokens", "FLOPs"):
+        table.add_column(col, justify="right" if col in ("#", "tokens", "FLOPs") else "left")
+    budgets = {}
+    for k, (st, state) in enumerate(rows, 1):
+        tokens = flops = ""
+        if st.kind == "train":
+            b = training_budget(st)
+            budgets[st.label] = b
+            tokens = f"{b['tokens']:,}" if b.get("tokens") else b.get("note", "")
+            flops = f"{b['flops']:.3g}" if b.get("flops") else ""
+        table.add_row(str(k), st.label, state, tokens, flops)
+    console.print(table)
+    total = sum(b.get("flops") or 0 for b in budgets.values())
+    info(f"training: {sum(b.get('tokens') or 0 for b in budgets.values()):,} tokens, {total:.3g} FLOPs in all "
+         f"(6N + 12 L d T per token; epochs-based budgets are known after data prepare)")  # fmt: skip
+    return {
+        "stages": [{"stage": st.label, "status": s, "out": str(st.out)} for st, s in rows],
+        "budgets": budgets,
+    }
+
+
+def training_budget(st: Stage) -> dict:
+    """Tokens and FLOPs a train stage will spend, from its options and the model's shape, computed
+    on the meta device (no memory, no download)."""
+    import torch
+
+    from expertlm.models import PRESETS, gpt2_config
+
+    cfg = st.options
+    vocab = _vocab_size(st)
+    init = cfg["init"]
+    preset = cfg["preset"]
+    if init != "scratch":
+        known = HUB_PRESETS.get(str(init))
+        if known is not None:
+            preset, vocab = known
+        elif (Path(init) / "config.json").is_file():
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(init))
+            c = model.config
+            return _budget(cfg, model, getattr(c, "n_positions", None) or c.max_position_embeddings)
+    if vocab is None or preset not in PRESETS:
+        return {"note": "vocabulary known after the tokenizer is trained"}
+    from transformers import GPT2LMHeadModel
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(gpt2_config(preset, vocab, 0, cfg.get("model") or {}))
+    return _budget(cfg, model, model.config.n_positions)
+
+
+def _budget(cfg: dict, model, max_context: int) -> dict:
+    from expertlm.models import flops_per_token, parameter_counts
+
+    context = cfg.get("context") or max_context
+    batch_tokens = cfg.get("batch_tokens") or cfg.get("micro_batch", 8) * context
+    if cfg.get("max_tokens"):
+        tokens = cfg["max_tokens"]
+    elif cfg.get("max_steps"):
+        tokens = cfg["max_steps"] * batch_tokens
+    else:
+        return {
+            "note": f"{cfg.get('epochs') or 1} epoch(s)",
+            "parameters": parameter_counts(model)["total"],
+        }
+    per_token = flops_per_token(model, context)
+    return {"tokens": int(tokens), "flops": float(per_token * tokens), "flops_per_token": per_token,
+            "parameters": parameter_counts(model)["total"], "context": context}  # fmt: skip
+
+
+def _vocab_size(st: Stage) -> int | None:
+    """The vocabulary of a train stage's shards (a trained tokenizer: the size asked for)."""
+    shards = st.inputs.get("shards")
+    if isinstance(shards, Stage) and shards.kind == "data_prepare":
+        tok = shards.inputs["tokenizer"]
+        if isinstance(tok, Stage):
+            if tok.kind == "tokenizer_train":
+                return tok.options.get("vocab_size")
+            if (Path(tok.out) / "tokenizer.json").is_file():
+                from expertlm.tokenizer import load_handle
+
+                return load_handle(tok.out).vocab_size
+            known = HUB_PRESETS.get(str(tok.out))
+            return known[1] if known else None
+    return None
