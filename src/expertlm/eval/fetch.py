@@ -14,10 +14,7 @@ client `net.Http`), checks them (columns, row counts) and writes them, with thei
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from pathlib import Path
 from expertlm.config import FetchConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, check_output_dir, provenance, sha256_file, write_json
+from expertlm.io import atomic_dir, check_output_dir, csv_rows, provenance, sha256_file, write_json
 from expertlm.net import DownloadError, Http
 
 DEFAULT_BASE_URL = FetchConfig.model_fields["base_url"].default
@@ -50,66 +47,41 @@ FETCH_RETRIES = 4
 ABSTRACT_IDS = 200
 
 
-def _csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str]]]:
-    csv.field_size_limit(sys.maxsize)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ExpertlmError(f"{path}: not valid UTF-8 (at byte {e.start})") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as e:
-        raise ExpertlmError(f"{path}: malformed CSV ({e})") from None
-    if not rows:
-        raise ExpertlmError(f"{path}: empty file")
-    return rows[0], [r for r in rows[1:] if r]
-
-
-def _need_columns(path: Path, header: list[str], needed: tuple[str, ...]) -> None:
-    missing = [c for c in needed if c not in header]
-    if missing:
-        raise ExpertlmError(
-            f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(header)})"
-        )
-
-
 def _check_testcases(rows_expected: int) -> Callable[[Path], dict]:
     def check(path: Path) -> dict:
         from expertlm.eval.benchmark import read_benchmark
 
-        header, rows = _csv_rows(path)
-        _need_columns(path, header, TESTCASE_COLUMNS)
+        rows = [row for _, row in csv_rows(path, TESTCASE_COLUMNS)]
         if len(rows) != rows_expected:
             raise ExpertlmError(f"{path}: {len(rows)} items, expected {rows_expected}")
         items = read_benchmark(path)  # every item has two different, non-empty versions
-        return {"rows": len(items), "columns": header}
+        return {"rows": len(items), "columns": list(rows[0]) if rows else []}
 
     return check
 
 
 def _check_participants(path: Path) -> dict:
-    header, rows = _csv_rows(path)
-    _need_columns(path, header, PARTICIPANT_COLUMNS)
-    col = {name: header.index(name) for name in PARTICIPANT_COLUMNS}
     trials: Counter = Counter()
-    for i, row in enumerate(rows, 2):
-        if len(row) != len(header):
-            raise ExpertlmError(f"{path}:{i}: {len(row)} fields, the header has {len(header)}")
-        if row[col["correct"]] not in ("0", "1"):
-            raise ExpertlmError(f"{path}:{i}: correct is {row[col['correct']]!r}, not 0 or 1")
-        if not row[col["journal_section"]].startswith(("human_", "machine_")):
+    columns: list[str] = []
+    for line, row in csv_rows(path, PARTICIPANT_COLUMNS):
+        columns = columns or [c for c in row if c is not None]
+        if None in row or None in row.values():  # csv.DictReader's marks of extra / missing fields
+            raise ExpertlmError(f"{path}:{line}: the row's fields do not match the header's {len(columns)}")
+        if row["correct"] not in ("0", "1"):
+            raise ExpertlmError(f"{path}:{line}: correct is {row['correct']!r}, not 0 or 1")
+        if not row["journal_section"].startswith(("human_", "machine_")):
             raise ExpertlmError(
-                f"{path}:{i}: journal_section {row[col['journal_section']]!r} does not start with human_ or machine_"
+                f"{path}:{line}: journal_section {row['journal_section']!r} does not start with human_ or machine_"
             )
-        trials[row[col["pid"]]] += 1
-    if not rows:
+        trials[row["pid"]] += 1
+    if not trials:
         raise ExpertlmError(f"{path}: no trials")
     pid, most = trials.most_common(1)[0]
     if most > TRIALS_PER_PARTICIPANT:
         raise ExpertlmError(
             f"{path}: participant {pid} has {most} trials (at most {TRIALS_PER_PARTICIPANT})"
         )
-    return {"rows": len(rows), "columns": header, "participants": len(trials)}
+    return {"rows": sum(trials.values()), "columns": columns, "participants": len(trials)}
 
 
 def _check_abstract_ids(path: Path) -> dict:
