@@ -56,6 +56,7 @@ def status(plan: Plan) -> list[tuple[Stage, str]]:
 def execute(plan: Plan) -> dict:
     """Run every stage that is not up to date, in order; write experiment.json."""
     n, ran, t_all = len(plan.stages), 0, time.time()
+    walls: dict[str, float] = {}  # stage kind -> seconds spent running it
     for k, st in enumerate(plan.stages, 1):
         st.key = st.compute_key()
         if Path(st.out).exists() and st.recorded_key() == st.key:
@@ -65,13 +66,17 @@ def execute(plan: Plan) -> dict:
         t0 = time.time()
         call(st, plan.show_progress)
         st.forget_output()
-        write_json(Path(st.out) / STAGE_FILE, {"key": st.key, "kind": st.kind, "options": st.options,
-                   "inputs": {d.label: d.output_hash() for d in st.deps}, "wall_s": time.time() - t0})  # fmt: skip
+        wall = time.time() - t0
+        walls[st.kind] = walls.get(st.kind, 0.0) + wall
         ran += 1
+        write_json(Path(st.out) / STAGE_FILE, {"key": st.key, "kind": st.kind, "options": st.options,
+                   "inputs": {d.label: d.output_hash() for d in st.deps}, "wall_s": wall})  # fmt: skip
     result = manifest(plan)
     write_json(plan.out / "experiment.json", result)
-    info(f"{plan.spec.name}: {ran} of {n} stages ran, {n - ran} up to date, in "
-         f"{time.time() - t_all:.0f} s -> {plan.out}")  # fmt: skip
+    total = time.time() - t_all
+    shares = ", ".join(f"{kind} {w / total:.0%}" for kind, w in sorted(walls.items(), key=lambda x: -x[1]))
+    info(f"{plan.spec.name}: {ran} of {n} stages ran, {n - ran} up to date, in {total:.0f} s"
+         f"{f' (by stage kind: {shares})' if shares else ''} -> {plan.out}")  # fmt: skip
     return result
 
 
@@ -133,9 +138,10 @@ def demo(out: str | Path = "runs/demo", *, show_progress: bool = True, **options
     (`options`: the fields of `DemoConfig`)."""
     from importlib import resources
 
+    t0 = time.time()
     quick = DemoConfig.from_options(options).quick
     cfg = resources.files("expertlm") / "configs" / "demo.yaml"
     with resources.as_file(cfg) as path:
         result = run(path, out=out, profile="quick" if quick else None, show_progress=show_progress)
-    info(f"report: {Path(out) / 'report' / 'index.html'}")
+    info(f"demo: {time.time() - t0:.0f} s from start to report: {Path(out) / 'report' / 'index.html'}")
     return result
