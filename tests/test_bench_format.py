@@ -272,7 +272,7 @@ RESOLVED = (
     "Cells were [[fast, strong, slow, weak]] and small.",
 )
 MALFORMED = ("10.1/malformed", "Rates rose.", "Rates fell.", "Rates [[rose, fell.")
-NO_COMMA = ("10.1/nocomma", "Rates rose.", "Rates fell.", "Rates [[rose fell]].")
+NO_COMMA = ("10.1/nocomma", "Counts rose.", "Counts fell.", "Counts [[rose fell]].")
 MISMATCH = (
     "10.1/mismatch",
     "Spikes increased.",

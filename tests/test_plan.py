@@ -84,7 +84,7 @@ PROBLEMS = [
      "no such benchmark file"),
     ("tokenizer of an unknown corpus", [("tokenizers.x", {"corpus": "nope"})],
      "tokenizers.x.corpus", "unknown corpus 'nope'"),
-    ("bad tokenizer option", [("tokenizers.d.vocab_size", 100)], "tokenizers.d.options.vocab_size",
+    ("bad tokenizer option", [("tokenizers.d.vocab_size", 100)], "tokenizers.d.vocab_size",
      "257"),
     ("unknown tokenizer option", [("tokenizers.d.options", {"lowercase": True})],
      "tokenizers.d.options.lowercase", "unknown key"),
@@ -124,8 +124,14 @@ PROBLEMS = [
      "no such folder (and not a hub id)"),
     ("unknown preset", [("variants.0.preset", "gpt9")], "variants.0.preset",
      "unknown preset 'gpt9'"),
-    ("unknown model field", [("variants.0.model", {"n_layers": 2})], "variants.0.model",
-     "unknown model field(s) n_layers"),
+    ("unknown model field", [("variants.0.model", {"n_layers": 2})], "variants.0.model.n_layers",
+     "unknown key"),
+    ("bad model field", [("variants.0.model", {"n_layer": 0})], "variants.0.model.n_layer",
+     "greater than or equal to 1"),
+    ("heads do not divide the width", [("variants.0.model", {"n_embd": 100, "n_head": 3})],
+     "variants.0.model", "not divisible by n_head 3"),
+    ("experiment name", [("name", "../..")], "name", "a name is a folder name"),
+    ("corpus name", [("corpora.a b", {"path": "."})], "corpora", "a name is a folder name"),
     ("untrained variant with data", [("variants.0.data", "d")], "variants.0.data",
      "has no training data"),
     ("trained variant without data", [("variants.1.data", DELETE)], "variants.1.data",
@@ -197,7 +203,7 @@ def test_every_problem_of_a_file_comes_in_one_round(tmp_path):
     exp["eval"]["options"] = {"bins": 0}
     with pytest.raises(ExpertlmError) as e:
         plan_experiment(write(tmp_path, exp), out=tmp_path / "out")
-    for key in ("corpora.d.synth.papers", "tokenizers.d.options.vocab_size",
+    for key in ("corpora.d.synth.papers", "tokenizers.d.vocab_size",
                 "variants.1.train.lr", "eval.options.bins"):  # fmt: skip
         assert f"key '{key}'" in str(e.value), e.value
 
@@ -216,3 +222,38 @@ def test_a_valid_file_plans_stages_of_the_registered_kinds(tmp_path):
                                                           "train c seed 0"}  # fmt: skip
     assert kinds.count("tokenizer_compare") == 1
     assert not (tmp_path / "out").exists()
+
+
+# What a stage would refuse later, found before compute (from the options and the models' shapes).
+PREFLIGHT = [
+    ("context above the positions", [("variants.1.train.context", 4096)], "variants.1.train.context",
+     "exceeds the model's maximum (128)"),
+    ("context above the parent's positions", [("variants.2.train.context", 4096)],
+     "variants.2.train.context", "exceeds the model's maximum (128)"),
+    ("batch not divisible", [("variants.1.train.batch_tokens", 1000)],
+     "variants.1.train.batch_tokens", "not a multiple of micro_batch x processes x context"),
+    ("a device this machine lacks", [("variants.1.train.device", "cuda:7")],
+     "variants.1.train.device", "cuda:7"),
+    ("an unknown device", [("variants.1.train.device", "tpu9")], "variants.1.train.device",
+     "unknown device 'tpu9'"),
+    ("a scoring device this machine lacks", [("eval.options", {"device": "cuda:7"})],
+     "eval.options.device", "cuda:7"),
+    ("a model too large for the machine", [("variants.1.model", {"n_embd": 64000})],
+     "variants.1.model", "GiB to train"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what,edits,key,fragment", PREFLIGHT, ids=[p[0] for p in PREFLIGHT])
+def test_what_a_stage_would_refuse_later_is_found_before_compute(tmp_path, what, edits, key,
+                                                                  fragment):  # fmt: skip
+    test_each_problem_is_found_before_compute_under_its_key(tmp_path, what, edits, key, fragment)
+
+
+def test_shape_problems_come_in_the_same_round_as_option_problems(tmp_path):
+    exp = base()
+    exp["variants"][1]["train"]["lr"] = -1
+    exp["variants"][2]["train"]["context"] = 4096
+    with pytest.raises(ExpertlmError) as e:
+        plan_experiment(write(tmp_path, exp), out=tmp_path / "out")
+    assert "key 'variants.1.train.lr'" in str(e.value)
+    assert "key 'variants.2.train.context'" in str(e.value)

@@ -492,11 +492,11 @@ def test_pmc_bad_pubget_output_is_a_clear_error(tmp_path):
     from expertlm.corpus.pmc import corpus_pmc
 
     with pytest.raises(ExpertlmError, match="no pubget output"):
-        corpus_pmc(tmp_path / "o.jsonl", pubget_dir=tmp_path)
+        corpus_pmc(tmp_path.parent / f"{tmp_path.name}-o.jsonl", pubget_dir=tmp_path)
     ext = write_pubget_output(tmp_path / "a", ARTICLES)
     write_pubget_output(tmp_path / "b", ARTICLES)
     with pytest.raises(ExpertlmError, match="holds the output of 2 pubget queries"):
-        corpus_pmc(tmp_path / "o.jsonl", pubget_dir=tmp_path)
+        corpus_pmc(tmp_path.parent / f"{tmp_path.name}-o.jsonl", pubget_dir=tmp_path)
     (ext / "text.csv").write_text("pmcid,title\n1,x\n")
     with pytest.raises(ExpertlmError, match=r"text.csv: missing column\(s\) abstract, body"):
-        corpus_pmc(tmp_path / "o.jsonl", pubget_dir=ext)
+        corpus_pmc(tmp_path.parent / f"{tmp_path.name}-o.jsonl", pubget_dir=ext)

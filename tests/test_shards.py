@@ -155,9 +155,10 @@ def test_changed_corpus_rebuilds(tok, tmp_path, capsys):
     old_hash = read_meta(out)["corpus_hash"]
     new_train = [t.upper() for t in TRAIN]
     write_split(corpus / "train.jsonl.gz", new_train)
-    capsys.readouterr()
-    data_prepare(corpus, out, tokenizer=tok, show_progress=False)  # no overwrite needed
-    assert "rebuilding" in capsys.readouterr().err
+    with pytest.raises(ExpertlmError, match="made from another corpus or tokenizer.*--overwrite"):
+        data_prepare(corpus, out, tokenizer=tok, show_progress=False)  # never replaced unasked
+    assert read_meta(out)["corpus_hash"] == old_hash
+    data_prepare(corpus, out, tokenizer=tok, show_progress=False, overwrite=True)
     assert read_meta(out)["corpus_hash"] != old_hash
     assert open_tokens(out).tolist() == expected_stream(tok, new_train)
     assert read_meta(out)["tokens"]["train"] == len(expected_stream(tok, new_train))
@@ -166,7 +167,7 @@ def test_changed_corpus_rebuilds(tok, tmp_path, capsys):
 def test_changed_tokenizer_rebuilds(corpus, tok, tmp_path):
     out = data_prepare(corpus, tmp_path / "s", tokenizer=tok, show_progress=False)
     tok2 = tokenizer_train(corpus, tmp_path / "tok2", vocab_size=280, show_progress=False)
-    data_prepare(corpus, out, tokenizer=tok2, show_progress=False)
+    data_prepare(corpus, out, tokenizer=tok2, show_progress=False, overwrite=True)
     meta = read_meta(out)
     assert meta["vocab_size"] == 280
     assert (

@@ -238,6 +238,8 @@ def test_an_empty_validation_split_gives_no_validation_loss(shards, tmp_path):
     empty = tmp_path / "shards"
     shutil.copytree(shards, empty)
     (empty / "val.bin").write_bytes(b"")
+    meta = json.loads((empty / "meta.json").read_text())
+    (empty / "meta.json").write_text(json.dumps(meta | {"tokens": meta["tokens"] | {"val": 0}}))
     run = train(empty, tmp_path / "run", **TINY, max_steps=3)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows and not any("val_loss" in r for r in rows)

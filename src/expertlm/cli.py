@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import click
 from click.core import ParameterSource
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from expertlm import __version__, config
@@ -104,7 +105,10 @@ def option_spec(name: str, field: FieldInfo) -> dict[str, Any]:
         return {"type": Numbers(), "default": None if default is None else ",".join(map(str, default))}
     if origin is list:
         return {"type": click.STRING, "multiple": True, "default": tuple(map(str, default or ()))}
-    if origin is dict:
+    if origin is dict or (not optional and isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # FIELD=VALUE, repeatable (a model of options that may be left out is one string instead:
+        # --lora r=8,alpha=16)
+        default = default.model_dump() if isinstance(default, BaseModel) else default
         return {"type": KeyValue(), "multiple": True,
                 "default": tuple(f"{k}={json.dumps(v)}" for k, v in default.items())}  # fmt: skip
     if origin is tuple:
@@ -118,7 +122,7 @@ def option_value(field: FieldInfo, value: Any) -> Any:
     ann, optional = _base(field.annotation)
     if ann is bool and optional:
         return TRISTATE[value]
-    if typing.get_origin(ann) is dict:
+    if typing.get_origin(ann) is dict or (not optional and isinstance(ann, type) and issubclass(ann, BaseModel)):
         return dict(value)
     if isinstance(value, tuple):
         return list(value)

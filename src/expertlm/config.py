@@ -11,15 +11,29 @@ reports every problem at once, each naming its key, as one `ExpertlmError`.
 from __future__ import annotations
 
 import contextvars
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from expertlm.errors import ExpertlmError
 
 # 256 byte symbols of byte-level BPE plus <|endoftext|>.
 MIN_VOCAB_SIZE = 257
+# The fields corpus build writes into every document itself (--keep-field cannot copy onto them).
+RESERVED_FIELDS = ("id", "text", "year", "source")
+# Device names (whether this machine has one is `dist.pick_device`'s question).
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 # Flags that are not the field's name with dashes (the CLI and every error message use these).
 FLAGS = {"from_year": "--from", "to_year": "--to", "lam": "--lambda", "max_time_s": "--max-time",
@@ -37,19 +51,20 @@ def flag(name: str) -> str:
 COMMAND_LINE = contextvars.ContextVar("expertlm_command_line", default=False)
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError | list[dict], source: str) -> str:
     """One line per problem, naming the key: `SOURCE: key 'a.b': message` for a config file,
     `option 'min_chars' (--min-chars): message` for stage options given as keywords, and
     `option --min-chars: message` on the command line."""
     lines = []
-    for e in err.errors():
+    for e in err.errors() if isinstance(err, ValidationError) else err:
         key = ".".join(str(p) for p in e["loc"])
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         msg = msg.removeprefix("Value error, ")
         if not key:  # a check across keys (e.g. min_year > max_year): its message names them
             lines.append(f"{'options' if source == 'option' else source}: {msg}")
         elif source == "option" and COMMAND_LINE.get():
-            lines.append(f"option {flag(str(e['loc'][0]))}{key[len(str(e['loc'][0])):]}: {msg}")
+            first, *rest = (str(p) for p in e["loc"])
+            lines.append(f"option {flag(first)}{' ' + '.'.join(rest) if rest else ''}: {msg}")
         elif source == "option":
             lines.append(f"option '{key}' ({flag(str(e['loc'][0]))}): {msg}")
         else:
@@ -65,10 +80,28 @@ class StageConfig(BaseModel):
     @classmethod
     def from_options(cls, options: dict[str, Any] | None = None, source: str = "option"):
         """Validate `options`; every bad or unknown key is reported at once."""
+        errors = cls.problems(options)
+        if errors:
+            raise ExpertlmError(format_validation_error(errors, source))
+        return cls.model_validate(options or {})
+
+    @classmethod
+    def problems(cls, options: dict[str, Any] | None) -> list[dict]:
+        """pydantic's errors for `options`, all in one round: the checks across fields (which
+        pydantic runs only when every field is valid) run again on the valid fields."""
+        options = options or {}
         try:
-            return cls.model_validate(options or {})
+            cls.model_validate(options)
+            return []
         except ValidationError as e:
-            raise ExpertlmError(format_validation_error(e, source)) from None
+            errors = e.errors()
+        bad = {err["loc"][0] for err in errors if err["loc"]}
+        if bad:
+            try:
+                cls.model_validate({k: v for k, v in options.items() if k not in bad})
+            except ValidationError as e:
+                errors += [err for err in e.errors() if not err["loc"]]
+        return errors
 
 
 class CorpusConfig(StageConfig):
@@ -114,6 +147,15 @@ class CorpusConfig(StageConfig):
     skip_bad: bool = False
     """Count and skip malformed records instead of stopping at the first."""
 
+    @field_validator("keep_fields")
+    @classmethod
+    def _not_reserved(cls, v: list[str]) -> list[str]:
+        reserved = [f for f in v if f in RESERVED_FIELDS]
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: a corpus document's own field (id, text, "
+                             "year, source are set by the build; copy another field)")
+        return v
+
     @model_validator(mode="after")
     def _years_ordered(self) -> CorpusConfig:
         if (
@@ -128,6 +170,12 @@ class CorpusConfig(StageConfig):
 def _path_text(v: Any) -> Any:
     """A path given where the option is text that may also be a name (`--journals neuro`)."""
     return str(v) if isinstance(v, Path) else v
+
+
+def _device_name(v: str | None) -> str | None:
+    if v is not None and not DEVICE.fullmatch(v):
+        raise ValueError(f"unknown device '{v}' (cpu, cuda, cuda:N, mps, auto)")
+    return v
 
 
 class PubmedConfig(StageConfig):
@@ -239,13 +287,56 @@ class PrepareConfig(StageConfig):
     """Options of `data prepare` (none yet: the corpus and the tokenizer decide everything)."""
 
 
+class GPT2Overrides(StageConfig):
+    """The fields of a preset's GPT-2 that `--model FIELD=VALUE` may override (GPT2Config's)."""
+
+    n_layer: int | None = Field(None, ge=1)
+    """Transformer blocks."""
+    n_embd: int | None = Field(None, ge=1)
+    """Width of the residual stream (a multiple of n_head)."""
+    n_head: int | None = Field(None, ge=1)
+    """Attention heads per block."""
+    n_positions: int | None = Field(None, ge=2)
+    """Positions the model has: the longest context."""
+    n_inner: int | None = Field(None, ge=1)
+    """Width of the MLP (default 4 x n_embd)."""
+    activation_function: str | None = None
+    """The MLP's activation (a transformers name: gelu_pytorch_tanh, gelu_new, gelu, relu, ...)."""
+    resid_pdrop: float | None = Field(None, ge=0, lt=1)
+    """Dropout on the residual branches (0 in the presets)."""
+    embd_pdrop: float | None = Field(None, ge=0, lt=1)
+    """Dropout on the embeddings (0 in the presets)."""
+    attn_pdrop: float | None = Field(None, ge=0, lt=1)
+    """Dropout on the attention weights (0 in the presets)."""
+    layer_norm_epsilon: float | None = Field(None, gt=0)
+    """Layer norm's epsilon."""
+    initializer_range: float | None = Field(None, gt=0)
+    """Standard deviation of the initial weights."""
+    tie_word_embeddings: bool | None = None
+    """Share the input embedding and the output projection (GPT-2 does)."""
+
+    @field_validator("activation_function")
+    @classmethod
+    def _known_activation(cls, v: str | None) -> str | None:
+        if v is not None:
+            from transformers.activations import ACT2FN
+
+            if v not in ACT2FN:
+                raise ValueError(f"unknown activation '{v}' (e.g. gelu_pytorch_tanh, gelu_new, relu)")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
 class ModelConfig(StageConfig):
     """A GPT-2 model from a preset: the options of an untrained model (an experiment's untrained
     variant), and the model part of `train`'s options."""
 
     preset: str = "gpt2-mini"
     """Model preset (gpt2-tiny, gpt2-mini, gpt2-small, gpt2-medium, gpt2-large) for --init scratch."""
-    model: dict[str, Any] = Field(default_factory=dict)
+    model: GPT2Overrides = Field(default_factory=GPT2Overrides)
     """Overrides of preset fields, FIELD=VALUE, e.g. n_layer=4 (on the command line repeatable)."""
     seed: int = 0
     """Seed of the initial weights (and, in training, of the data order)."""
@@ -261,13 +352,19 @@ class ModelConfig(StageConfig):
 
     @field_validator("model")
     @classmethod
-    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from expertlm.models import GPT2_FIELDS
+    def _heads_divide_the_width(cls, v: GPT2Overrides, info: ValidationInfo) -> GPT2Overrides:
+        from expertlm.models import PRESETS
 
-        unknown = sorted(set(v) - set(GPT2_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown model field(s) {', '.join(unknown)} (fields: {', '.join(GPT2_FIELDS)})")
+        shape = PRESETS.get(info.data.get("preset", ""), {}) | v.model_dump()
+        if "n_embd" in shape and "n_head" in shape and shape["n_embd"] % shape["n_head"]:
+            raise ValueError(f"n_embd {shape['n_embd']} is not divisible by n_head {shape['n_head']}")
         return v
+
+    def fields(self) -> dict[str, Any]:
+        """The model's GPT2Config fields: the preset's, overridden."""
+        from expertlm.models import PRESETS
+
+        return PRESETS[self.preset] | self.model.model_dump()
 
 
 class LoraOptions(StageConfig):
@@ -370,6 +467,21 @@ class TrainConfig(ModelConfig):
     `LoraOptions` or their string `r=8,alpha=16,dropout=0,targets=c_attn,c_proj` (any subset;
     `true` for the defaults). Checkpoints and the run folder then hold the adapters only."""
 
+    _device = field_validator("device")(_device_name)
+
+    def batch_problems(self, max_context: int, world: int = 1) -> list[tuple[str, str]]:
+        """(option, problem) pairs of the batch arithmetic for a model of `max_context`
+        positions trained by `world` processes (train checks them, and `run` before compute)."""
+        context = self.context or max_context
+        problems = []
+        if context > max_context:
+            problems.append(("context", f"{context} exceeds the model's maximum ({max_context})"))
+        per_step = self.micro_batch * world * min(context, max_context)
+        if self.batch_tokens is not None and self.batch_tokens % per_step:
+            problems.append(("batch_tokens", f"{self.batch_tokens} is not a multiple of micro_batch x "
+                             f"processes x context ({self.micro_batch} x {world} x {context} = {per_step})"))  # fmt: skip
+        return problems
+
     @field_validator("lora", mode="before")
     @classmethod
     def _lora_on(cls, v: Any) -> Any:
@@ -449,6 +561,8 @@ class ScoringOptions(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights' dtype (auto: float32 on the CPU, the checkpoint's own on a GPU); log-probabilities
     are float32 whatever this is."""
+
+    _device = field_validator("device")(_device_name)
 
 
 class EvalBenchConfig(ScoringOptions):

@@ -26,14 +26,35 @@ class Dist:
         return self.rank == 0
 
 
+def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
+    """The device named (cpu, cuda, cuda:N, mps; None or auto: this process's GPU when there is
+    one, else the CPU). A name this machine has no device for is a user error."""
+    if device in (None, "auto"):
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ExpertlmError(f"option --device: unknown device '{device}' (cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ExpertlmError(f"option --device: '{device}' asked for, but no CUDA device is available")
+        dev = dev if dev.index is not None else torch.device(f"cuda:{local_rank}")
+        if dev.index >= count:
+            raise ExpertlmError(f"option --device: '{device}': this machine has {count} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ExpertlmError(f"option --device: '{device}' asked for, but MPS is not available")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ExpertlmError(f"option --device: '{device}' is not supported (cpu, cuda, cuda:N, mps)")
+    return dev
+
+
 def init(device: str | None = None) -> Dist:
     """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import gzip
 import hashlib
 import io
@@ -34,30 +35,90 @@ HASH_CHUNK_BYTES = 1 << 20
 # --- atomic writes ---------------------------------------------------------------------------
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output before any compute is spent on it."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Outputs follow the umask as any file would (tempfile makes its folders 0700, its files 0600).
+UMASK = _current_umask()
+
+
+def _protected(out: Path) -> str | None:
+    """What `out` is, if it is a folder no stage may replace: the filesystem root, the home
+    folder or one above it, the current folder or one above it."""
+    r, cwd, home = out.resolve(), Path.cwd().resolve(), Path.home().resolve()
+    if r == Path(r.anchor):
+        return "the filesystem root"
+    if r == home or r in home.parents:
+        return "your home folder" if r == home else "a folder that holds your home folder"
+    if r == cwd or r in cwd.parents:
+        return "the current folder" if r == cwd else "a folder that holds the current folder"
+    return None
+
+
+def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse, before anything is touched, an output that would destroy what it reads or what
+    the user works in: one that is, holds or lies inside an input (with --overwrite it would be
+    deleted), or a protected folder (`.`, `..`, the home folder, the root)."""
+    out = Path(out)
+    if (what := _protected(out)) is not None:
+        raise ExpertlmError(f"{out}: is {what}; name a new folder for the output")
+    r = out.resolve()
+    for given in inputs:
+        p = Path(given)
+        if not p.exists():  # a hub id, an hf: dataset, a file still to be made
+            continue
+        q = p.resolve()
+        how = "is" if q == r else "holds" if r in q.parents else "lies inside" if q in r.parents else None
+        if how is not None:
+            raise ExpertlmError(f"{out}: {how} the input {given}; name another folder for the output")
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output before any compute is spent on it: an existing one without `overwrite`,
+    and what `check_output` refuses."""
+    check_output(out, inputs)
     if out.exists() and not overwrite:
         raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
     if out.exists() and not out.is_dir():
         raise ExpertlmError(f"{out}: exists and is not a folder")
 
 
-@contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder that becomes `out` when the block finishes without error.
-
-    The old `out` (with `overwrite`) is moved aside and deleted only after the new one is in
-    place, so at every moment either the old or the new complete folder exists.
-    """
-    out = Path(out)
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+def _pid_alive(pid: int) -> bool:
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale(folder: Path, name: str) -> None:
+    """Remove the hidden temporary folders (`.NAME.tmp-PID-*`, `.NAME.old-PID-*`) that a killed
+    run of the stage writing `folder/NAME` left behind; those of a live process stay."""
+    for kind in ("tmp", "old"):
+        prefix = f".{name}.{kind}-"
+        for p in folder.glob(glob.escape(prefix) + "*"):
+            pid = p.name[len(prefix) :].partition("-")[0]
+            if p.is_dir() and not (pid.isdigit() and _pid_alive(int(pid))):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def make_temp_dir(out: Path) -> Path:
+    """A hidden temporary sibling of `out` (`.NAME.tmp-PID-*`), permissions after the umask."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    tmp.chmod(0o777 & ~UMASK)
+    return tmp
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the complete folder `tmp` in the place of `out`: the old `out` is moved aside and
+    deleted only after the new one is in place, so either the old or the new one exists."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
@@ -67,11 +128,28 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `out` when the block finishes without error (a
+    failure, a Ctrl-C or a kill leaves `out` as it was; the next call removes what a killed one
+    left behind)."""
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    tmp = make_temp_dir(out)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temporary file + rename), pretty and stable."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
             f.write("\n")
@@ -95,8 +173,12 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ExpertlmError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ExpertlmError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ExpertlmError(f"{path}: not valid UTF-8 ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise ExpertlmError(f"{where(path, e.lineno)}: not valid JSON ({e.msg})") from None
 
@@ -158,16 +240,16 @@ def read_lines(
 
 def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple[int, dict]]:
     """`(line, row)` of a UTF-8 CSV (a BOM is dropped) as dicts, streamed, after checking that
-    the header has every `required` column; `line` is where the row ends. Only \\n and \\r end a
-    line (newline=""): str.splitlines would also split at U+0085, U+2028, form feed, ..., which
-    can occur inside a field. A missing file, a missing column, bad UTF-8 or a malformed row is an
-    error naming the file (and line)."""
+    the header has every `required` column; `line` is where the row ends. Only \\n ends a line
+    (str.splitlines would also split at U+0085, U+2028, form feed, ..., which can occur inside a
+    field). A missing file, a missing column, bad UTF-8 (at its own line: the file is decoded a
+    line at a time) or a malformed row is an error naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such file")
     csv.field_size_limit(sys.maxsize)  # abstracts and article bodies exceed the 128 KiB default
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
+    with open(path, "rb") as f:
+        reader = csv.DictReader(_utf8_lines(f, path))
         try:
             cols = reader.fieldnames or []
             missing = [c for c in required if c not in cols]
@@ -179,10 +261,16 @@ def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple
                 yield reader.line_num, row
         except csv.Error as e:
             raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None
+
+
+def _utf8_lines(raw: BinaryIO, path: Path) -> Iterator[str]:
+    """The lines of a binary file decoded one by one (a byte-order mark dropped), so that bad
+    UTF-8 is reported at its own line, not where a decoder's buffer happened to end."""
+    for lineno, line in enumerate(raw, 1):
+        try:
+            yield (line.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else line).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ExpertlmError(
-                f"{where(path, reader.line_num + 1)}: not valid UTF-8 ({e.reason})"
-            ) from None
+            raise ExpertlmError(f"{where(path, lineno)}: not valid UTF-8 ({e.reason})") from None
 
 
 def jsonl_rows(

@@ -19,7 +19,7 @@ from pathlib import Path
 from expertlm.config import ExportConfig, LoraOptions
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, provenance, read_json, write_json
+from expertlm.io import atomic_dir, check_output_dir, provenance, read_json, write_json
 from expertlm.merge import SIDE_FILES, model_folder
 from expertlm.models import INDEX_FILE, MODEL_FILE, model_hash
 
@@ -122,11 +122,12 @@ def save_adapters(folder: Path, model, state_dict: dict, base: dict) -> None:
     write_json(folder / BASE_FILE, base)
 
 
-def load_adapter_state(folder: Path, model) -> dict:
-    """The adapters saved in `folder`, keyed by `model`'s own parameter names."""
+def load_adapter_state(folder: Path, model, saved: dict | None = None) -> dict:
+    """The adapters saved in `folder` (or already read from it: `saved`), keyed by `model`'s
+    own parameter names."""
     from safetensors.torch import load_file
 
-    saved = load_file(folder / ADAPTER_WEIGHTS)
+    saved = load_file(folder / ADAPTER_WEIGHTS) if saved is None else saved
     # peft saves names without ".<adapter name>" (get_peft_model_state_dict)
     names = {
         n.replace(f".{ADAPTER_NAME}", ""): n for n, p in model.named_parameters() if p.requires_grad
@@ -188,8 +189,7 @@ def export(run: str | Path, out: str | Path, *, overwrite: bool = False, show_pr
         )
     if merge_lora and not lora:
         raise ExpertlmError(f"{run}: not a LoRA run (no {ADAPTER_CONFIG}): nothing to merge")
-    if out.exists() and not overwrite:
-        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite, inputs=[run])
     record: dict = {"format": "expertlm.export/1", "run": str(run), "merge_lora": merge_lora}
     if lora:
         model = load_run(run)

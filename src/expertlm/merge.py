@@ -29,7 +29,7 @@ import torch
 from expertlm.config import MergeConfig
 from expertlm.console import count_progress, info
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, provenance, read_json, sha256_file, write_json
+from expertlm.io import atomic_dir, check_output_dir, provenance, read_json, sha256_file, write_json
 from expertlm.models import MODEL_FILE, model_hash, weights_files
 from expertlm.tokenizer import TOKENIZER_FILES
 
@@ -361,8 +361,7 @@ def merge(models: Sequence[str | Path], out: str | Path, *, base: str | Path | N
     if cfg.method == "ties" and cfg.weights is not None and min(cfg.weights) <= 0:
         raise ExpertlmError("option --weights: TIES weights must be positive")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExpertlmError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_output_dir(out, overwrite, inputs=[*models, *([base] if base else [])])
     inputs = [model_folder(m) for m in [*models, *([base] if base else [])]]  # base last
     folders, configs = [f for f, _ in inputs], [c for _, c in inputs]
     params = cfg.parameters(len(models))

@@ -12,7 +12,7 @@ from typing import Any
 
 from expertlm.errors import ExpertlmError
 from expertlm.io import combine_hashes, read_json, sha256_file
-from expertlm.net import is_hub_id
+from expertlm.net import require_hub
 
 MODEL_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -25,32 +25,31 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt2-medium": {"n_layer": 24, "n_embd": 1024, "n_head": 16, "n_positions": 1024},  # 355M
     "gpt2-large": {"n_layer": 36, "n_embd": 1280, "n_head": 20, "n_positions": 1024},  # 774M
 }
-GPT2_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions", "n_inner", "activation_function",
-               "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
-               "tie_word_embeddings")  # fmt: skip
 
 
 def gpt2_config(preset: str, vocab_size: int, eot_id: int, overrides: dict[str, Any] | None = None):
-    """A `GPT2Config` for a preset, any field overridden; the vocabulary comes from the tokenizer."""
+    """A `GPT2Config` for a preset, any field overridden (checked by `config.ModelConfig`); the
+    vocabulary comes from the tokenizer."""
     from transformers import GPT2Config
 
-    if preset not in PRESETS:
-        raise ExpertlmError(f"unknown model preset '{preset}' (presets: {', '.join(PRESETS)})")
-    unknown = sorted(set(overrides or {}) - set(GPT2_FIELDS))
-    if unknown:
-        raise ExpertlmError(
-            f"unknown model field(s) {', '.join(unknown)} (fields: {', '.join(GPT2_FIELDS)})"
-        )
+    from expertlm.config import ModelConfig
+
+    overrides = overrides.model_dump() if hasattr(overrides, "model_dump") else overrides
+    model = ModelConfig.from_options({"preset": preset, "model": overrides or {}})
     # gelu_pytorch_tanh: GPT-2's tanh GELU as one fused kernel (transformers' gelu_new, GPT-2's own
     # name for the same function, is five elementwise operations: ~7% of a CPU step)
     fields: dict[str, Any] = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-                              "activation_function": "gelu_pytorch_tanh"}  # fmt: skip
-    fields |= PRESETS[preset] | dict(overrides or {})
-    if fields["n_embd"] % fields["n_head"]:
-        raise ExpertlmError(
-            f"n_embd {fields['n_embd']} is not divisible by n_head {fields['n_head']}"
-        )
+                              "activation_function": "gelu_pytorch_tanh"} | model.fields()  # fmt: skip
     return GPT2Config(vocab_size=vocab_size, bos_token_id=eot_id, eos_token_id=eot_id, **fields)
+
+
+def gpt2_parameters(fields: dict[str, Any], vocab_size: int) -> int:
+    """Parameters of a GPT-2 with these GPT2Config fields, counted without building it."""
+    L, d, P = fields["n_layer"], fields["n_embd"], fields["n_positions"]
+    inner = fields.get("n_inner") or 4 * d
+    block = (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d) + 4 * d
+    head = 0 if fields.get("tie_word_embeddings", True) else vocab_size * d
+    return vocab_size * d + P * d + L * block + 2 * d + head
 
 
 def build_model(config, seed: int = 0):
@@ -70,10 +69,11 @@ def init_model(tokenizer: str | Path, out: str | Path, *, overwrite: bool = Fals
     from transformers.utils import logging as hf_logging
 
     from expertlm.config import ModelConfig
-    from expertlm.io import atomic_dir
+    from expertlm.io import atomic_dir, check_output_dir
     from expertlm.tokenizer import copy_tokenizer_files, load_handle
 
     cfg = ModelConfig.from_options(options)
+    check_output_dir(Path(out), overwrite, inputs=[tokenizer])
     hf_logging.disable_progress_bar()
     handle = load_handle(tokenizer)
     config = gpt2_config(cfg.preset, handle.vocab_size, handle.eot_id, cfg.model)
@@ -89,17 +89,22 @@ def load_model(name: str | Path, dtype=None):
     from transformers import AutoModelForCausalLM
 
     path = Path(name)
-    if not path.exists() and not is_hub_id(name):
-        raise ExpertlmError(f"{name}: no such model folder")
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        if not (path / "adapter_model.safetensors").is_file():
+            raise ExpertlmError(f"{path}: LoRA adapters without adapter_model.safetensors (pickle "
+                                "adapters are never unpickled)")  # fmt: skip
+    elif path.is_dir():
+        weights_files(path)  # safetensors, or a clear refusal: weights are never unpickled
+    elif not path.exists():
+        require_hub(str(name), "model")
     try:
         return AutoModelForCausalLM.from_pretrained(
-            str(name), dtype=dtype, attn_implementation="sdpa"
+            str(name), dtype=dtype, attn_implementation="sdpa", use_safetensors=True
         )
-    except (OSError, ValueError) as e:
+    except Exception as e:  # a truncated file, a bad config, an unknown architecture, offline
         where = "folder" if path.exists() else "folder, and the hub could not provide it"
-        raise ExpertlmError(
-            f"{name}: not a loadable model {where} ({str(e).splitlines()[0]})"
-        ) from None
+        msg = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ExpertlmError(f"{name}: not a loadable model {where} ({msg})") from None
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -139,10 +144,13 @@ def weights_files(folder: str | Path) -> list[Path]:
     if (folder / INDEX_FILE).is_file():
         shards = sorted(set(read_json(folder / INDEX_FILE)["weight_map"].values()))
         return [folder / s for s in shards]
-    raise ExpertlmError(
-        f"{folder}: no {MODEL_FILE} (models are read as safetensors weights; a folder with only "
-        f"pytorch_model.bin can be converted by loading and re-saving it with transformers)"
-    )
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt*")):
+        raise ExpertlmError(
+            f"{folder}: holds pickle weights only (pytorch_model.bin): expertlm never unpickles "
+            f"weights (a pickle can run code); convert them to safetensors where you trust the file "
+            f"(load it with transformers and save_pretrained)"
+        )
+    raise ExpertlmError(f"{folder}: no {MODEL_FILE} (not a model folder with safetensors weights)")
 
 
 def model_hash(folder: str | Path) -> str:
@@ -158,3 +166,29 @@ def model_hash(folder: str | Path) -> str:
                                str(base.get("weights_sha256") or base.get("path"))])  # fmt: skip
     files = weights_files(folder)
     return sha256_file(files[0]) if len(files) == 1 else combine_hashes(map(sha256_file, files))
+
+
+# fp32 weights and gradients, AdamW's two moments: what training holds per parameter.
+TRAIN_BYTES_PER_PARAMETER = 16
+
+
+def check_memory(parameters: int, bytes_per_parameter: int, device, shards: int = 1) -> None:
+    """Refuse a model too large for the device before it is built (a width typed with an extra
+    zero would otherwise exhaust the memory, or crash the process)."""
+    import torch
+
+    need = parameters * bytes_per_parameter / shards
+    device = torch.device(device)
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        import psutil
+
+        have = psutil.virtual_memory().total
+    if need > have:
+        per = f" ({shards} shards)" if shards > 1 else ""
+        raise ExpertlmError(
+            f"option --model: a model of {parameters:,} parameters needs about {need / 2**30:,.1f} "
+            f"GiB to train{per} ({bytes_per_parameter} bytes a parameter: weights, gradients, AdamW); "
+            f"{device} has {have / 2**30:,.1f} GiB"
+        )

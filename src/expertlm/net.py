@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import os
 import re
 import socket
 import time
@@ -146,3 +147,36 @@ def is_hub_id(name: str | object) -> bool:
     for a local path first: a folder that exists is always the folder."""
     s = str(name)
     return bool(_HUB_ID.fullmatch(s)) and not s.lower().endswith(_FILE_SUFFIXES)
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub can be asked for a model: not when HF_HUB_OFFLINE (or
+    TRANSFORMERS_OFFLINE) is set, nor when its host cannot be reached within a few seconds
+    (asked once per process: huggingface_hub itself retries a dead network for ~25 s a file)."""
+    global _HUB_REACHABLE
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):  # fmt: skip
+        return False
+    if _HUB_REACHABLE is None:
+        url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=HUB_TIMEOUT_S).close()
+            _HUB_REACHABLE = True
+        except OSError:
+            _HUB_REACHABLE = False
+    return _HUB_REACHABLE
+
+
+HUB_TIMEOUT_S = 3.0
+_HUB_REACHABLE: bool | None = None
+
+
+def require_hub(name: str, what: str) -> None:
+    """Fail at once, with a hint, for a name that is no local folder when the hub is out of reach."""
+    if not is_hub_id(name):
+        raise ExpertlmError(f"{name}: no such {what} folder")
+    if not hub_reachable():
+        raise ExpertlmError(
+            f"{name}: no such {what} folder, and the Hugging Face hub cannot be reached (offline, "
+            f"or HF_HUB_OFFLINE is set): give the path of a local {what} folder"
+        )

@@ -22,7 +22,7 @@ from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import SPLITS, corpus_files, corpus_hash, iter_texts, split_file
 from expertlm.encode import BatchEncoder
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, provenance, read_json, write_json
+from expertlm.io import atomic_dir, check_output, provenance, read_json, write_json
 from expertlm.tokenizer import copy_tokenizer_files, load_handle, load_tokenizer
 
 FORMAT = "expertlm.shards/1"
@@ -37,24 +37,55 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def read_meta(shards: str | Path) -> dict:
+    """meta.json of a shards folder, checked: what the token files are needs these keys."""
     path = Path(shards) / META
     if not path.is_file():
         raise ExpertlmError(
             f"{shards}: not a shards folder (no {META}; make one with `expertlm data prepare`)"
         )
-    return read_json(path)
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise ExpertlmError(f"{path}: expected a JSON object")
+    wants = {"dtype": str, "vocab_size": int, "eot_id": int, "tokens": dict}
+    bad = [k for k, t in wants.items() if not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool)]
+    if bad:
+        raise ExpertlmError(f"{path}: missing or malformed key(s) {', '.join(bad)} (make the shards again)")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise ExpertlmError(f"{path}: key 'dtype': {meta['dtype']!r} is not uint16 or uint32")
+    if not 0 < meta["vocab_size"] <= np.iinfo(meta["dtype"]).max + 1:
+        raise ExpertlmError(f"{path}: key 'vocab_size': {meta['vocab_size']} does not fit {meta['dtype']} token ids")
+    if not 0 <= meta["eot_id"] < meta["vocab_size"]:
+        raise ExpertlmError(f"{path}: key 'eot_id': {meta['eot_id']} is not an id of the vocabulary")
+    if not all(isinstance(v, int) and v >= 0 for v in meta["tokens"].values()):
+        raise ExpertlmError(f"{path}: key 'tokens': expected a count per split")
+    return meta
 
 
 def open_tokens(shards: str | Path, split: str = "train") -> np.ndarray:
-    """The token stream of one split, memory-mapped read-only."""
+    """The token stream of one split, memory-mapped read-only, checked against meta.json: its
+    length, and every id below the vocabulary size (a model would index past its embeddings)."""
     meta = read_meta(shards)
     path = Path(shards) / f"{split}.bin"
     if not path.is_file():
         raise ExpertlmError(f"{path}: no such token file")
     dtype = np.dtype(meta["dtype"]).newbyteorder("<")
-    if path.stat().st_size == 0:  # an empty split is legal, but numpy cannot map an empty file
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise ExpertlmError(f"{path}: {size:,} bytes is not a whole number of {dtype.name} tokens (truncated?)")
+    count, expected = size // dtype.itemsize, meta["tokens"].get(split)
+    if expected is not None and count != expected:
+        raise ExpertlmError(
+            f"{path}: holds {count:,} tokens, meta.json says {expected:,} (truncated or replaced: "
+            f"make the shards again)"
+        )
+    if count == 0:  # an empty split is legal, but numpy cannot map an empty file
         return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    if (top := int(tokens.max())) >= meta["vocab_size"]:
+        raise ExpertlmError(
+            f"{path}: token id {top:,} is not below meta.json's vocab_size {meta['vocab_size']:,}"
+        )
+    return tokens
 
 
 def _batches(texts: Iterator[str], max_chars: int) -> Iterator[list[str]]:
@@ -137,6 +168,13 @@ def _copy_tokenizer(name: str, dest: Path) -> None:
         load_tokenizer(name).save_pretrained(dest)
 
 
+def _same_inputs(out: Path, expected: dict) -> bool:
+    try:
+        return all(read_json(out / META).get(k) == v for k, v in expected.items())
+    except ExpertlmError:
+        return False
+
+
 def _up_to_date(out: Path, expected: dict) -> bool:
     try:
         meta = read_meta(out)
@@ -158,21 +196,26 @@ def data_prepare(corpus: str | Path, out: str | Path, *, tokenizer: str | Path,
     """Tokenize a corpus into `train.bin`, `val.bin` and `meta.json` (`options`: the fields of
     `PrepareConfig`).
 
-    Re-running with the same corpus and tokenizer does nothing; a shards folder made from
-    other inputs is rebuilt. Any other existing `out` is refused unless `overwrite`.
+    Re-running with the same corpus and tokenizer does nothing; any other existing `out`
+    (shards made from other inputs too) is refused unless `overwrite`.
     """
     t0 = time.time()
     PrepareConfig.from_options(options)
     out = Path(out)
+    check_output(out, [corpus, tokenizer])
     files = corpus_files(corpus)
     tok = load_handle(tokenizer)
     expected = {"format": FORMAT, "corpus_hash": corpus_hash(corpus), "tokenizer_hash": tok.hash}
     if _up_to_date(out, expected):
         info(f"shards: {out} is up to date (same corpus and tokenizer): nothing to do")
         return out
-    if (out / META).is_file():
-        info(f"shards: {out} was made from other inputs: rebuilding")
-        overwrite = True
+    if (out / META).is_file() and _same_inputs(out, expected):
+        overwrite = True  # made from these very inputs, but incomplete: made again
+    if (out / META).is_file() and not overwrite:
+        raise ExpertlmError(
+            f"{out}: holds shards made from another corpus or tokenizer (pass --overwrite to "
+            f"replace them)"
+        )
 
     dtype = token_dtype(tok.vocab_size).newbyteorder("<")
     splits = SPLITS if len(files) > 1 else ("train",)

@@ -22,6 +22,7 @@ from expertlm.encode import plain_encode
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
     atomic_dir,
+    check_output,
     check_output_dir,
     provenance,
     read_json,
@@ -29,7 +30,7 @@ from expertlm.io import (
     sha256_text,
     write_json,
 )
-from expertlm.net import is_hub_id
+from expertlm.net import require_hub
 
 EOT = "<|endoftext|>"
 INFO_FILE = "expertlm_tokenizer.json"
@@ -52,8 +53,8 @@ def tokenizer_train(
     t0 = time.time()
     cfg = TokenizerConfig.from_options(options, source="option")
     out = Path(out)
+    check_output_dir(out, overwrite, inputs=[corpus])
     train_file = split_file(corpus, "train")
-    check_output_dir(out, overwrite)
     # Imported after the options are checked: a bad option fails at once, not after ~1 s.
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -174,14 +175,18 @@ def load_tokenizer(name: str | Path):
     if path.exists():
         if not path.is_dir():
             raise ExpertlmError(f"{path}: a tokenizer is a folder, not a file")
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            raise ExpertlmError(
+                f"{path}: not a tokenizer folder: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, "
+                f"...); copy the files of the tokenizer the model was trained with into it"
+            )
         try:
             return AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as e:
             raise ExpertlmError(
                 f"{path}: not a tokenizer folder ({str(e).splitlines()[0]})"
             ) from None
-    if not is_hub_id(name):
-        raise ExpertlmError(f"{name}: no such tokenizer folder")
+    require_hub(str(name), "tokenizer")
     try:
         return AutoTokenizer.from_pretrained(str(name))
     except Exception as e:  # offline, unknown id, gated: all mean "cannot load it here"
@@ -290,6 +295,7 @@ def tokenizer_compare(tokenizers: list[str | Path], *, on: str | Path, out: str 
         "tokenizers": rows,
     }
     if out is not None:
+        check_output(out, [*tokenizers, on])
         write_json(out, result)
     return result
 

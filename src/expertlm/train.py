@@ -25,11 +25,29 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from expertlm import dist, lora
-from expertlm.config import TrainConfig
+from expertlm.config import TrainConfig, flag
 from expertlm.console import console, info, progress_enabled, warn
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, provenance, read_json, write_json
-from expertlm.models import build_model, flops_per_token, gpt2_config, load_model, parameter_counts
+from expertlm.io import (
+    atomic_dir,
+    check_output,
+    make_temp_dir,
+    provenance,
+    read_json,
+    remove_stale,
+    replace_dir,
+    write_json,
+)
+from expertlm.models import (
+    TRAIN_BYTES_PER_PARAMETER,
+    build_model,
+    check_memory,
+    flops_per_token,
+    gpt2_config,
+    gpt2_parameters,
+    load_model,
+    parameter_counts,
+)
 from expertlm.objectives import Batch, CausalLM, Objective, Windows
 from expertlm.shards import open_tokens, read_meta
 
@@ -142,27 +160,52 @@ def latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
-    """Restore weights (a LoRA model: its adapters), optimizer and RNG state into a (possibly
-    wrapped or sharded) model."""
+def read_checkpoint(path: Path) -> dict:
+    """Everything a checkpoint holds, read into memory: a damaged file fails here, before
+    anything is restored."""
     from safetensors.torch import load_file
+
+    weights, adapters = path / "model.safetensors", path / lora.ADAPTER_WEIGHTS
+    return {
+        "path": path, "state": read_json(path / STATE_DIR / "state.json"),
+        "weights": load_file(weights) if weights.is_file() else None,
+        "adapters": load_file(adapters) if adapters.is_file() and not weights.is_file() else None,
+        "optimizer": torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True),
+        "rng": torch.load(path / STATE_DIR / "rng.pt", weights_only=True),
+    }  # fmt: skip
+
+
+def resume_point(run: Path) -> dict:
+    """The newest checkpoint of `run` that reads whole; a damaged newer one (a kill while the
+    disk filled, a file truncated by hand) is passed over, saying so."""
+    ckpts = sorted((run / CKPT_DIR).glob("step-*"), reverse=True) if (run / CKPT_DIR).is_dir() else []
+    for path in ckpts:
+        try:
+            ckpt = read_checkpoint(path)
+            if ckpt["weights"] is None and ckpt["adapters"] is None:
+                raise ExpertlmError("no weights")
+            return ckpt
+        except Exception as e:  # ExpertlmError, safetensors' errors, a torn torch file
+            warn(f"{path}: damaged ({(str(e).splitlines() or [type(e).__name__])[0]}); "
+                 f"resuming from the checkpoint before it")  # fmt: skip
+    raise ExpertlmError(f"{run}: no checkpoint to resume from" + (" (every one is damaged)" if ckpts else ""))
+
+
+def load_checkpoint(ckpt: dict, model, optimizer) -> dict:
+    """Restore a `read_checkpoint`'s weights (a LoRA model: its adapters), optimizer and RNG
+    state into a (possibly wrapped or sharded) model; its state.json."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    weights = path / "model.safetensors"
+    model_sd = ckpt["weights"]
+    if model_sd is None:
+        model_sd = lora.load_adapter_state(ckpt["path"], model, ckpt["adapters"])
     # a tied lm_head is not saved, nor a LoRA model's frozen base: strict=False
-    model_sd = load_file(weights) if weights.is_file() else lora.load_adapter_state(path, model)
-    set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=model_sd,
-        optim_state_dict=torch.load(path / STATE_DIR / "optimizer.pt", weights_only=True),
-        options=StateDictOptions(full_state_dict=True, strict=False),
-    )
-    rng = torch.load(path / STATE_DIR / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return read_json(path / STATE_DIR / "state.json")
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=ckpt["optimizer"],
+                   options=StateDictOptions(full_state_dict=True, strict=False))  # fmt: skip
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    return ckpt["state"]
 
 
 def _prune(run: Path, keep: int) -> None:
@@ -173,9 +216,11 @@ def _prune(run: Path, keep: int) -> None:
 # --- the stage -------------------------------------------------------------------------------
 
 
-def _model(cfg: TrainConfig, meta: dict, shards: Path):
+def _model(cfg: TrainConfig, meta: dict, shards: Path, d: dist.Dist):
     if cfg.init == "scratch":
         config = gpt2_config(cfg.preset, meta["vocab_size"], meta["eot_id"], cfg.model)
+        n = gpt2_parameters(config.to_dict(), meta["vocab_size"])
+        check_memory(n, TRAIN_BYTES_PER_PARAMETER, d.device, d.world if cfg.fsdp else 1)
         return build_model(config, cfg.seed)
     model = load_model(cfg.init)
     if model.config.vocab_size < meta["vocab_size"]:
@@ -199,7 +244,8 @@ class Run:
 
     cfg: TrainConfig
     d: dist.Dist
-    out: Path  # the run folder
+    out: Path  # where the run is written: a temporary sibling of `final` until its first checkpoint
+    final: Path  # the run folder
     tokenizer_dir: Path  # copied into every checkpoint
     model: torch.nn.Module  # unwrapped (FSDP shards it in place): validation, checkpoints
     ddp: torch.nn.Module  # what backward synchronises through: DDP, FSDP or the model
@@ -213,6 +259,7 @@ class Run:
     warmup: int
     flops_per_token: int
     run_info: dict  # run.json, less what the end adds
+    shards_id: dict  # what the shards are (a resume refuses other ones)
     progress: bool  # the progress bar (rank 0)
     t_start: float  # when this call began
     last_ckpt: Path | None
@@ -240,7 +287,12 @@ def train(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     """Train a model on `shards` into the run folder `out`. `options` are `TrainConfig` fields."""
     run, objective = setup(shards, out, resume=resume, overwrite=overwrite,
                            show_progress=show_progress, **options)  # fmt: skip
-    fit(run, objective)
+    try:
+        fit(run, objective)
+    except BaseException:
+        if run.out != run.final:  # stopped before its first checkpoint: nothing of it stays
+            shutil.rmtree(run.out, ignore_errors=True)
+        raise
     return finish(run)
 
 
@@ -256,31 +308,29 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     t_start = time.time()
     cfg = TrainConfig.from_options(options)
     shards, out = Path(shards), Path(out)
+    check_output(out, [shards, *([cfg.init] if cfg.init != "scratch" else [])])
     meta = read_meta(shards)
+    shards_id = {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "vocab_size", "tokens")}
     if out.exists() and not resume and not overwrite:
         raise ExpertlmError(
             f"{out}: already exists (pass --resume to continue it or --overwrite to replace it)"
         )
-    ckpt = latest_checkpoint(out) if resume else None
-    if resume and ckpt is None:
-        raise ExpertlmError(f"{out}: no checkpoint to resume from")
+    ckpt = resume_point(out) if resume else None
     if ckpt is not None:
-        cfg = _resumed_config(cfg, read_json(ckpt / STATE_DIR / "state.json"))
+        cfg = _resumed_config(options, ckpt["state"], shards_id)
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = _model(cfg, meta, shards)
+    model = _model(cfg, meta, shards, d)
     base = None
     if cfg.lora is not None:
-        base = lora.base_info(cfg.init, resumed_from=ckpt)
+        base = lora.base_info(cfg.init, resumed_from=ckpt["path"] if ckpt else None)
         model = lora.wrap(model, cfg.lora, base["path"])
     model = model.to(d.device)
     # GPT-2 calls it n_positions; Llama, Mistral, Qwen... max_position_embeddings
     max_context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    if problems := cfg.batch_problems(max_context, d.world):
+        raise ExpertlmError("\n".join(f"option {flag(k)}: {msg}" for k, msg in problems))
     context = cfg.context or max_context
-    if context > max_context:
-        raise ExpertlmError(
-            f"option --context {context} exceeds the model's maximum ({max_context})"
-        )
     train_w = Windows(open_tokens(shards, "train"), context, cfg.seed)
     val_w = Windows(open_tokens(shards, "val"), context, cfg.seed)
     if train_w.count < 1:
@@ -291,12 +341,7 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
 
     seqs_per_micro = cfg.micro_batch * d.world
     batch_tokens = cfg.batch_tokens or seqs_per_micro * context
-    accum = max(1, round(batch_tokens / (seqs_per_micro * context)))
-    if accum * seqs_per_micro * context != batch_tokens:
-        raise ExpertlmError(
-            f"option --batch-tokens {batch_tokens} is not a multiple of micro_batch x processes x context "
-            f"({cfg.micro_batch} x {d.world} x {context} = {seqs_per_micro * context})"
-        )
+    accum = batch_tokens // (seqs_per_micro * context)
     seqs_per_step = accum * seqs_per_micro
     if cfg.max_steps:
         total_steps = cfg.max_steps
@@ -323,20 +368,24 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     if base is not None:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         run_info["lora"] = {"base": base, "trainable_parameters": trainable}
-    run = Run(cfg=cfg, d=d, out=out, tokenizer_dir=shards / "tokenizer", model=model, ddp=ddp,
-              fwd=fwd, optimizer=optimizer, arch=arch, base=base, accum=accum,
+    # A new run is written into a temporary sibling until its first checkpoint: a run that
+    # fails before (a bad option, a NaN, a kill) leaves whatever `out` held as it was.
+    work = out if ckpt is not None or not d.main else make_temp_dir(out)
+    run = Run(cfg=cfg, d=d, out=work, final=out, tokenizer_dir=shards / "tokenizer", model=model,
+              ddp=ddp, fwd=fwd, optimizer=optimizer, arch=arch, base=base, accum=accum,
               total_steps=total_steps, lr=lr, warmup=warmup, flops_per_token=fpt,
-              run_info=run_info, progress=progress_enabled(show_progress) and d.main,
-              t_start=t_start, last_ckpt=ckpt)  # fmt: skip
+              run_info=run_info, shards_id=shards_id,
+              progress=progress_enabled(show_progress) and d.main, t_start=t_start,
+              last_ckpt=ckpt["path"] if ckpt else None)  # fmt: skip
     if ckpt is not None:
         run.load_state_dict(load_checkpoint(ckpt, model, optimizer))
         if d.main:
+            remove_stale(out, "best")
+            for stale in (out / CKPT_DIR).glob(".step-*"):  # a checkpoint a kill interrupted
+                remove_stale(out / CKPT_DIR, stale.name[1:].partition(".tmp-")[0])
             _truncate_metrics(out / "metrics.jsonl", run.step)
-            info(f"resuming {out} from {ckpt.name}")
+            info(f"resuming {out} from {ckpt['path'].name}")
     elif d.main:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
         info(f"model: {counts['total']:,} parameters ({counts['non_embedding']:,} without embeddings), "
              f"{fpt:,} FLOPs/token; {total_steps:,} steps of {batch_tokens:,} tokens")  # fmt: skip
         if base is not None:
@@ -418,13 +467,16 @@ def fit(run: Run, objective: Objective) -> None:
                 run.best_val = min(run.best_val, val)
                 run.last_ckpt = run.out / CKPT_DIR / f"step-{step:08d}"
                 save_checkpoint(run.last_ckpt, model, optimizer,
-                                run.state_dict() | {"config": cfg.model_dump(mode="json")},
+                                run.state_dict() | {"config": cfg.model_dump(mode="json"), "shards": run.shards_id},
                                 run.tokenizer_dir, d, run.arch, run.base)  # fmt: skip
                 if d.main:
+                    if run.out != run.final:  # the first good checkpoint: the run takes its place
+                        replace_dir(run.out, run.final)
+                        run.out, run.last_ckpt = run.final, run.final / CKPT_DIR / run.last_ckpt.name
                     if improved:
-                        shutil.copytree(run.last_ckpt, run.out / "best.tmp", dirs_exist_ok=True)
-                        shutil.rmtree(run.out / "best", ignore_errors=True)
-                        os.replace(run.out / "best.tmp", run.out / "best")
+                        best = make_temp_dir(run.out / "best")
+                        shutil.copytree(run.last_ckpt, best, dirs_exist_ok=True)
+                        replace_dir(best, run.out / "best")
                     _prune(run.out, cfg.keep_last)
                 dist.barrier(d)
             if out_of_time:
@@ -452,16 +504,25 @@ RESUME_OVERRIDES = ("max_steps", "max_tokens", "epochs", "max_time_s", "val_ever
                     "log_every_steps", "ckpt_every_steps", "keep_last", "peak_tflops", "device", "compile")  # fmt: skip
 
 
-def _resumed_config(cfg: TrainConfig, state: dict) -> TrainConfig:
-    """The run's own config, with the budget and logging options of this call where given."""
+def _resumed_config(options: dict, state: dict, shards_id: dict) -> TrainConfig:
+    """The run's own config, with the budget and logging options of this call where given. Any
+    other option given with another value, or other shards, is refused (a resumed run keeps its
+    model, data and optimisation), with a one-line difference."""
+    if state.get("shards") not in (None, shards_id):
+        diff = [k for k in shards_id if state["shards"].get(k) != shards_id[k]]
+        raise ExpertlmError(f"--resume: the shards differ from the ones the run was trained on "
+                            f"({', '.join(diff)}); --overwrite starts a new run on them")  # fmt: skip
+    cfg = TrainConfig.from_options(options)
     if "config" not in state:
         return cfg
-    given = {
-        k: v
-        for k, v in cfg.model_dump(mode="json").items()
-        if k in RESUME_OVERRIDES and v is not None
-    }
-    return TrainConfig.from_options(state["config"] | given, source="checkpoint config")
+    given, run = cfg.model_dump(mode="json"), state["config"]
+    changed = [k for k in options if k not in RESUME_OVERRIDES and given[k] != run.get(k)]
+    if changed:
+        raise ExpertlmError("--resume: " + "; ".join(
+            f"{flag(k)} {given[k]!r} differs from the run's {run.get(k)!r}" for k in changed
+        ) + " (a resumed run keeps its model, data and optimisation; --overwrite starts a new run)")  # fmt: skip
+    return TrainConfig.from_options(run | {k: given[k] for k in options if k in RESUME_OVERRIDES},
+                                    source="checkpoint config")  # fmt: skip
 
 
 def _tensorboard(logdir: Path):
@@ -484,15 +545,21 @@ def _publish_final(run: Path, ckpt: Path | None) -> None:
             os.replace(tmp, run / f.name)
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl row (None for a torn line: the kill came mid-write)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step") if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows a killed run logged after its last checkpoint (they are about to be redone)."""
     if not path.is_file():
         return
-    keep = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
+    keep = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if _step_of(line) is not None and _step_of(line) <= step]  # fmt: skip
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
     os.replace(tmp, path)

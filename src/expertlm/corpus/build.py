@@ -78,9 +78,9 @@ def corpus_build(
     t0 = time.time()
     cfg = CorpusConfig.from_options(options, source="option")
     out = Path(out)
+    check_output_dir(out, overwrite, inputs=[*sources, *cfg.decontam])
     files = expand_sources(list(sources), exclude=out)
     roots = tuple(Path(p) for p in sources if Path(p).is_dir())
-    check_output_dir(out, overwrite)
     decontam = Decontaminator(cfg.decontam, cfg.decontam_ngram) if cfg.decontam else None
     inputs = [describe_source(p) for p in files]  # files: path, bytes, sha256; hf: datasets too
 

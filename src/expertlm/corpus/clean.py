@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 # C0/C1 control characters except tab and newline, plus invisible format characters that
 # PDF/XML conversions leave behind (soft hyphen, zero-width space, BOM, bidi overrides).
@@ -48,3 +49,8 @@ _WORD = re.compile(r"\w+")
 def words(text: str) -> list[str]:
     """Case-folded word tokens, punctuation dropped: the unit of shingles and n-gram overlap."""
     return _WORD.findall(text.casefold())
+
+
+def iter_words(text: str) -> Iterator[str]:
+    """`words`, one at a time (memory does not grow with the document)."""
+    return (m.group() for m in _WORD.finditer(text.casefold()))

@@ -9,9 +9,11 @@ analysis.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
-from expertlm.corpus.clean import words
+from expertlm.corpus.clean import iter_words
 from expertlm.eval.benchmark import read_benchmark
 from expertlm.io import sha256_file
 
@@ -35,10 +37,14 @@ class Decontaminator:
         self.n_items = n_items
         self.items_leaked: set[int] = set()
 
-    def _ngrams(self, text: str):
-        w = words(text)
-        # Python's tuple hash is fixed within one process, which is all an in-memory index needs.
-        return (hash(tuple(w[i : i + self.n])) for i in range(len(w) - self.n + 1))
+    def _ngrams(self, text: str) -> Iterator[int]:
+        # one word at a time: memory does not grow with the document. Python's tuple hash is
+        # fixed within one process, which is all an in-memory index needs.
+        window: deque[str] = deque(maxlen=self.n)
+        for w in iter_words(text):
+            window.append(w)
+            if len(window) == self.n:
+                yield hash(tuple(window))
 
     def is_contaminated(self, text: str) -> bool:
         """True if `text` shares an n-gram with any item (and remember which item leaked)."""

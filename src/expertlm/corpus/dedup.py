@@ -2,17 +2,20 @@
 
 Both are streaming: the first occurrence is kept, later copies are dropped. The only state
 that grows with the corpus is the index (16 bytes per document for exact, `num_perm` x 4 bytes
-plus the LSH band keys for near).
+plus the LSH band keys for near); within a document, shingles are hashed a block at a time, so
+one huge document needs no more memory than a block.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from itertools import islice
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from expertlm.corpus.clean import words
+from expertlm.corpus.clean import iter_words
 
 
 class ExactDedup:
@@ -32,15 +35,36 @@ _MIX1 = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier (polynomial bas
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser constant
 
 
-def shingle_hashes(text: str, n: int) -> np.ndarray:
-    """32-bit hashes of the word n-grams of the case-folded text, `(len(words) - n + 1,)`
-    uint32 (one hash of all words if the text has fewer than `n`).
+# Words hashed per block: a document's shingles are hashed and fed to MinHash a block at a time,
+# so memory stays near a block's worth (datasketch's update holds num_perm x 8 bytes a shingle:
+# a 50 MB document at once would take ~9 GB).
+BLOCK_WORDS = 16_384
 
-    Each distinct word is hashed once (blake2b); n-gram hashes are then a polynomial over the
-    word hashes, vectorised in numpy. This replaces hashing every shingle's bytes with sha1 in
-    Python, which was ~70% of `corpus build`'s time on full-text papers.
+
+def shingle_hashes(text: str, n: int) -> Iterator[np.ndarray]:
+    """32-bit hashes of the word n-grams of the case-folded text, in order, as uint32 arrays of
+    at most `BLOCK_WORDS` (one hash of all words if the text has fewer than `n`).
+
+    Each distinct word of a block is hashed once (blake2b); n-gram hashes are then a polynomial
+    over the word hashes, vectorised in numpy. This replaces hashing every shingle's bytes with
+    sha1 in Python, which was ~70% of `corpus build`'s time on full-text papers.
     """
-    w = words(text)
+    it, carry, done = iter_words(text), [], False
+    while True:
+        new = list(islice(it, BLOCK_WORDS))
+        if not new and done:
+            return
+        block = carry + new
+        if len(block) < n:
+            if not done:  # the whole text has fewer than n words
+                yield _polynomial(block, len(block), 1)
+            return
+        yield _polynomial(block, n, len(block) - n + 1)
+        done, carry = True, block[len(block) - n + 1 :]
+
+
+def _polynomial(w: list[str], width: int, count: int) -> np.ndarray:
+    """(count,) uint32: the hashes of the `count` windows of `width` words of `w`."""
     index: dict[str, int] = {}
     ids = np.fromiter((index.setdefault(x, len(index)) for x in w), dtype=np.int64, count=len(w))
     uniq = np.fromiter(
@@ -52,8 +76,6 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
         count=len(index),
     )
     wh = uniq[ids]  # (W,) uint64 hash of each word occurrence
-    width = min(n, len(w))
-    count = max(len(w) - n + 1, 1)
     h = np.zeros(count, dtype=np.uint64)
     for k in range(width):  # uint64 arithmetic wraps: a polynomial hash mod 2**64
         h = h * _MIX1 + wh[k : k + count]
@@ -81,7 +103,8 @@ class NearDedup:
     def signature(self, text: str) -> MinHash:
         # Shingles arrive already hashed to 32 bits; datasketch applies its permutations.
         m = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
-        m.update_batch(shingle_hashes(text, self.n).tolist())
+        for block in shingle_hashes(text, self.n):  # a running minimum: blocks give the same
+            m.update_batch(block.tolist())
         return m
 
     def is_duplicate(self, text: str) -> bool:

@@ -21,7 +21,7 @@ from expertlm.config import PmcConfig
 from expertlm.console import info
 from expertlm.corpus.pubmed import journal_query, read_journals
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import JsonlWriter, csv_rows, sha256_file
+from expertlm.io import JsonlWriter, check_output, csv_rows, sha256_file
 
 EXTRACTED = "subset_allArticles_extractedData"
 METADATA_COLUMNS = ("pmcid", "pmid", "doi", "journal", "publication_year")
@@ -148,6 +148,7 @@ def corpus_pmc(out: str | Path, *, overwrite: bool = False, show_progress: bool 
     query, journals, from_year, to_year = cfg.query, cfg.journals, cfg.from_year, cfg.to_year
     pubget_dir, api_key_env = cfg.pubget_dir, cfg.api_key_env
     out = Path(out)
+    check_output(out, [cfg.pubget_dir] if cfg.pubget_dir else [])
     if not out.name.endswith((".jsonl", ".jsonl.gz")):
         raise ExpertlmError(f"option --out: {out} must end in .jsonl or .jsonl.gz")
     if out.exists() and not overwrite:

@@ -38,7 +38,7 @@ from typing import Any
 from expertlm.config import PubmedConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError, where
-from expertlm.io import provenance, read_json, sha256_file, write_json
+from expertlm.io import check_output, provenance, read_json, sha256_file, write_json
 from expertlm.net import DownloadError, Http
 
 DEFAULT_BASE_URL = PubmedConfig.model_fields["base_url"].default
@@ -391,6 +391,7 @@ def corpus_pubmed(out: str | Path, *, overwrite: bool = False, show_progress: bo
     finished output is left as it is (`overwrite` starts over)."""
     t0 = time.time()
     out = Path(out)
+    check_output(out)
     problems = [] if out.name.endswith((".jsonl", ".jsonl.gz")) else [
         f"option --out: {out} must end in .jsonl or .jsonl.gz"
     ]  # fmt: skip

@@ -179,8 +179,13 @@ def expand_sources(paths: list[str | Path], exclude: Path | None = None) -> list
     return files
 
 
+# Years outside this range are errors in the data, not publication years.
+YEARS = (1000, 2999)
+
+
 def parse_year(value: Any) -> int | None:
-    """2015, 2015.0, "2015", "2015-03-01" -> 2015; anything else -> None."""
+    """2015, 2015.0, "2015", "2015-03-01" -> 2015; anything else -> None (a number outside
+    `YEARS` is returned as it is, for the reader to refuse)."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -204,6 +209,18 @@ def _get(record: dict, key: str) -> Any:
     return node
 
 
+def _has(record: dict, key: str) -> bool:
+    """Whether a record has the field, by name or dotted path (its value may be null)."""
+    if key in record:
+        return True
+    node: Any = record
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 class Reader:
     """Turns records of one file into `RawDoc`s, applying the field mapping.
 
@@ -220,6 +237,11 @@ class Reader:
     ) -> None:
         self.cfg, self.stats, self.on_bytes = cfg, stats, on_bytes
         self.roots = tuple(r.resolve() for r in roots)
+        # the fields the mapping names, and whether any record had each (a misspelled field is
+        # absent from every record: an error, not a silent no-op); the field names seen
+        self.found = dict.fromkeys([cfg.id_field, cfg.year_field, *cfg.keep_fields], False)
+        self.seen: dict[str, None] = {}
+        self.records = 0  # records with fields (not .txt files)
 
     def txt_id(self, path: Path) -> str:
         """`FOLDER/sub/file.txt` under a source folder, else `file.txt`: the same however the
@@ -253,7 +275,16 @@ class Reader:
         yield from readers[kind](path)  # type: ignore[index]
 
     def _doc(self, record: dict, src: str) -> RawDoc | None:
+        self.records += 1
+        if len(self.seen) < 50:
+            self.seen.update(dict.fromkeys(map(str, record)))
+        for f, found in self.found.items():
+            if not found and _has(record, f):
+                self.found[f] = True
         text = _get(record, self.cfg.text_field)
+        if text is None and self.cfg.text_field in record:
+            self.bad(f"{src}: text field '{self.cfg.text_field}' is null, not a string")
+            return None
         if text is None:
             keys = ", ".join(map(str, list(record)[:12])) or "none"
             self.bad(
@@ -267,13 +298,34 @@ class Reader:
             return None
         doc_id = _get(record, self.cfg.id_field)
         extra = {k: v for k in self.cfg.keep_fields if (v := _get(record, k)) is not None}
+        year = parse_year(_get(record, self.cfg.year_field))
+        if year is not None and not YEARS[0] <= year <= YEARS[1]:
+            self.bad(f"{src}: year {year} is not a publication year ({YEARS[0]}-{YEARS[1]})")
+            return None
         return RawDoc(
             text=text,
             id=None if doc_id is None or doc_id == "" else str(doc_id),
-            year=parse_year(_get(record, self.cfg.year_field)),
+            year=year,
             source=src,
             extra=extra,
         )
+
+    def check_fields(self) -> None:
+        """After every record: a field the user named (or the year field, when a year filter is
+        set) that no record had is an error naming the fields seen."""
+        if not self.records:
+            return
+        cfg, given = self.cfg, self.cfg.model_fields_set
+        named = {cfg.id_field: "id_field" in given, cfg.year_field: "year_field" in given or
+                 cfg.min_year is not None or cfg.max_year is not None,
+                 **dict.fromkeys(cfg.keep_fields, True)}  # fmt: skip
+        missing = [f for f, found in self.found.items() if not found and named.get(f)]
+        if missing:
+            flags = {cfg.id_field: "--id-field", cfg.year_field: "--year-field"}
+            what = ", ".join(f"'{f}' ({flags.get(f, '--keep-field')})" for f in missing)
+            raise ExpertlmError(
+                f"no record has the field(s) {what}; fields seen: {', '.join(self.seen) or 'none'}"
+            )
 
     def _jsonl(self, path: Path) -> Iterator[RawDoc]:
         for lineno, line in self._lines(path):
@@ -283,7 +335,7 @@ class Reader:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                self.bad(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
+                self.bad(f"{src}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})")
                 continue
             if not isinstance(record, dict):
                 self.bad(f"{src}: expected a JSON object, got {type(record).__name__}")
@@ -328,7 +380,7 @@ class Reader:
             ) from None
         except json.JSONDecodeError as e:
             raise ExpertlmError(
-                f"{where(path, e.lineno)}: not valid JSON ({e.msg} at column {e.colno})"
+                f"{where(path, e.lineno)}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})"
             ) from None
         records = value if isinstance(value, list) else [value]
         for i, record in enumerate(records):
@@ -466,6 +518,7 @@ def read_sources(
     reader = Reader(cfg, stats, on_bytes, roots)
     for path in files:
         yield from reader.read(path)
+    reader.check_fields()
 
 
 __all__ = [

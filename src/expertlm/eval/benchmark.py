@@ -163,6 +163,8 @@ def load_benchmark(path: str | Path, repair: bool = False) -> Benchmark:
     bench = Benchmark(
         path, [], [], rows=len(rows), checked=0, repair=repair, sha256=sha256_file(path)
     )
+    ids: dict[str, int] = {}  # id -> row, texts -> row: a repeated item would count twice
+    texts: dict[tuple[str, ...], int] = {}
     for item, src in rows:
         _check_nonempty(item, src)
         if item.combined.strip():
@@ -171,6 +173,10 @@ def load_benchmark(path: str | Path, repair: bool = False) -> Benchmark:
             if item is None:
                 continue
         _check_distinct(item, src)
+        for seen, k, what in ((ids, item.id, "id"), (texts, (item.context, *item.choices), "texts")):
+            if k in seen:
+                raise ExpertlmError(f"{src}: row {item.row} ({item.id}): the same {what} as row {seen[k]}")
+            seen[k] = item.row
         bench.items.append(item)
     if not bench.items:
         raise ExpertlmError(

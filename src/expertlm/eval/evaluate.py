@@ -29,6 +29,7 @@ from expertlm.eval import stats
 from expertlm.eval.benchmark import apply_template, isolated_items, load_benchmark, resolve_template
 from expertlm.io import (
     atomic_dir,
+    check_output,
     check_output_dir,
     csv_rows,
     provenance,
@@ -197,7 +198,7 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
     """Score `model` on the benchmark `bench`; write items.csv and summary.json to `out`."""
     cfg = EvalBenchConfig.from_options(options)
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[model, bench])
     template = resolve_template(cfg.template)
     benchmark = load_benchmark(bench, repair=cfg.repair)
     for p in benchmark.problems[:20]:
@@ -301,6 +302,7 @@ def eval_compare(a: str | Path, b: str | Path, out: str | Path | None = None, **
     }  # fmt: skip
     if out is not None:
         out = Path(out)
+        check_output(out, [a, b])
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
     return result
@@ -328,7 +330,7 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
 
     cfg = EvalPplConfig.from_options(options)
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[model, corpus])
     path = split_file(corpus, cfg.split)
     scorer = _scorer(model, cfg, True)
     texts = []
@@ -382,7 +384,7 @@ def eval_humans(participants: str | Path, out: str | Path, *, overwrite: bool = 
 
     cfg = EvalHumansConfig.from_options(options)
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[participants])
     trials = read_trials(participants)
     summary = human_summary(
         trials, items=cfg.items, top_pct=cfg.top_pct, bins=cfg.bins, seed=cfg.seed

@@ -151,7 +151,7 @@ def bench_fetch(name: str, out: str | Path, *, overwrite: bool = False, show_pro
     base_url, from_dir = cfg.base_url, cfg.from_dir
     remotes = BENCHMARKS[name]
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=[from_dir] if from_dir else [])
     if from_dir is not None and not Path(from_dir).is_dir():
         raise ExpertlmError(f"{from_dir}: no such folder")
     http = Http(rate=FETCH_RATE, retries=FETCH_RETRIES)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from expertlm.dist import pick_device
 from expertlm.errors import ExpertlmError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -36,18 +37,12 @@ AUTO_BATCH_TOKENS = 16_384
 MIN_STEM = 8
 
 
-def pick_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ExpertlmError(f"option --device: unknown device '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExpertlmError(
-            f"option --device: '{device}' asked for, but no CUDA device is available"
-        )
-    return dev
+def _cache_name() -> str:
+    """What this transformers calls a forward pass's key/value cache: `cache` from 5.2x on,
+    `past_key_values` before (the old name warns, and goes in 5.40)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype | str:
@@ -109,6 +104,7 @@ class Scorer:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.windowed = 0  # sequences scored with a sliding window so far
+        self._cache = _cache_name()
         self._stem_memo: _Stem | None = None
 
     @classmethod
@@ -275,7 +271,7 @@ class Scorer:
         if self._stem_memo is not None and self._stem_memo.ids == ids:
             return self._stem_memo
         res = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-        kv = [(layer.keys, layer.values) for layer in res.past_key_values.layers]
+        kv = [(layer.keys, layer.values) for layer in getattr(res, self._cache).layers]
         head = _nll(res.logits[0, :-1], torch.tensor(ids[1:], device=self.device))
         self._stem_memo = _Stem(ids, kv, head, res.logits[0, -1])
         return self._stem_memo
@@ -298,7 +294,7 @@ class Scorer:
             )
             mask = torch.cat([torch.ones((B, n_stem), dtype=mask.dtype, device=dev), mask], dim=1)
             res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos + n_stem,
-                             past_key_values=cache, use_cache=True)  # fmt: skip
+                             **{self._cache: cache}, use_cache=True)  # fmt: skip
         else:
             res = self.model(input_ids=ids, attention_mask=mask if B > 1 else None, position_ids=pos,
                              use_cache=True)  # fmt: skip
@@ -313,7 +309,7 @@ class Scorer:
                 head = np.concatenate([stem.head, first, head])
             heads.append(head)
             last_logits.append(res.logits[r, start + len(rest) - 1])
-        cache = res.past_key_values
+        cache = getattr(res, self._cache)
         del res
         # Every continuation of every item from its prefix's cache: item r's N_r sequences are
         # the rows `rows == r`, in order (for pairs: rows 2r and 2r + 1).
@@ -331,7 +327,7 @@ class Scorer:
         )
         full_mask = torch.cat([mask[rows], t_mask], dim=1)
         logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
-                            past_key_values=cache, use_cache=True).logits  # fmt: skip
+                            **{self._cache: cache}, use_cache=True).logits  # fmt: skip
         out, row = [], 0
         for r, seqs in enumerate(items):
             versions = []

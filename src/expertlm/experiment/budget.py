@@ -107,3 +107,67 @@ def _vocab_size(st: Stage) -> int | None:
             known = HUB_PRESETS.get(str(tok.out))
             return known[1] if known else None
     return None
+
+
+def preflight(plan: Plan) -> list[tuple[str, str]]:
+    """What the stages would refuse once their inputs exist, found before any compute: each
+    training's batch arithmetic against its model's context, whether a model trained from
+    scratch fits the device, and whether the devices named exist. (key, problem) pairs."""
+    from pydantic import ValidationError
+
+    from expertlm.config import TrainConfig
+    from expertlm.dist import pick_device
+    from expertlm.errors import ExpertlmError
+    from expertlm.models import TRAIN_BYTES_PER_PARAMETER, check_memory, gpt2_parameters
+
+    problems: list[tuple[str, str]] = []
+    devices = {"eval.options.device": plan.spec.eval.options.get("device")}
+    index = {v.name: i for i, v in enumerate(plan.spec.variants)}
+    for name, vp in plan.variants.items():
+        key = f"variants.{index[name]}"
+        for st in {id(s): s for s in vp.models.values() if s.kind == "train"}.values():
+            try:
+                cfg = TrainConfig.model_validate(st.options)
+            except ValidationError:
+                continue  # reported under its key already
+            devices[f"{key}.train.device"] = cfg.device
+            fields, positions = _architecture(st)
+            if positions is not None:
+                problems += [(f"{key}.train.{k}", msg) for k, msg in cfg.batch_problems(positions)]
+            vocab = _vocab_size(st)
+            if fields is not None and vocab is not None and cfg.init == "scratch":
+                try:
+                    check_memory(gpt2_parameters(fields, vocab), TRAIN_BYTES_PER_PARAMETER,
+                                 pick_device(cfg.device))  # fmt: skip
+                except ExpertlmError as e:
+                    problems.append((f"{key}.model", str(e).removeprefix("option --model: ")))
+    for key, device in devices.items():
+        if device is not None:
+            try:
+                pick_device(device)
+            except ExpertlmError as e:
+                problems.append((key, str(e).removeprefix("option --device: ")))
+    return problems
+
+
+def _architecture(st: Stage) -> tuple[dict | None, int | None]:
+    """(GPT-2 fields when known, positions) of the model a stage makes or is, without building
+    it: a preset's, a folder's config.json, a known hub id's, or its parent's."""
+    from expertlm.config import ModelConfig
+
+    if st.kind == "input":
+        if (Path(st.out) / "config.json").is_file():
+            from expertlm.io import read_json
+
+            c = read_json(Path(st.out) / "config.json")
+            return None, c.get("n_positions") or c.get("max_position_embeddings")
+        if (known := HUB_PRESETS.get(str(st.out))) is not None:
+            fields = ModelConfig(preset=known[0]).fields()
+            return fields, fields["n_positions"]
+        return None, None
+    if st.kind == "merge":
+        return _architecture(st.inputs["models"][0])
+    if st.kind == "train" and st.options.get("init") != "scratch":
+        return _architecture(st.after[0])
+    fields = ModelConfig(preset=st.options["preset"], model=st.options.get("model") or {}).fields()
+    return fields, fields["n_positions"]

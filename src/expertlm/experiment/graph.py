@@ -28,7 +28,7 @@ from expertlm.console import console, info
 from expertlm.experiment.plan import Plan
 from expertlm.experiment.spec import load_experiment
 from expertlm.experiment.stages import STAGE_FILE, Stage, call
-from expertlm.io import provenance, write_json
+from expertlm.io import check_output, provenance, write_json
 
 
 def plan_experiment(experiment: str | Path, *, out: str | Path | None = None,
@@ -36,6 +36,7 @@ def plan_experiment(experiment: str | Path, *, out: str | Path | None = None,
     """The validated plan of an experiment file (nothing is computed)."""
     spec, base = load_experiment(experiment, profile)
     out_dir = Path(out) if out is not None else Path(spec.out or Path("runs") / spec.name)
+    check_output(out_dir)
     return Plan(spec, base, Path(experiment), out_dir, show_progress)
 
 

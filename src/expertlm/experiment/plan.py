@@ -66,6 +66,10 @@ class Plan:
         self.humans: Stage | None = None
         self.tokenizer_comparison: Stage | None = None
         self._build()
+        from expertlm.experiment.budget import preflight  # (budget imports this module)
+
+        for key, msg in preflight(self):  # what the stages would refuse later: shapes, devices
+            self.problem(key, msg)
         if self.problems:
             raise ExpertlmError("\n".join(self.problems))
 
@@ -132,7 +136,8 @@ class Plan:
             elif t.corpus not in self.corpora:
                 self.problem(f"{key}.corpus", f"unknown corpus '{t.corpus}' (corpora: {', '.join(spec.corpora)})")  # fmt: skip
             else:
-                opts = self.options(config.TokenizerConfig, {"vocab_size": t.vocab_size, **t.options}, f"{key}.options")  # fmt: skip
+                opts = self.options(config.TokenizerConfig, {"vocab_size": t.vocab_size, **t.options}, key,
+                                    {k: f"options.{k}" for k in t.options})  # fmt: skip
                 self.tokenizers[name] = self.add("tokenizer_train", f"tokenizer {name}", out / "tokenizers" / name,
                                                  opts, {"corpus": self.corpora[t.corpus]})  # fmt: skip
         self.options(config.EvalBenchConfig, spec.eval.options, "eval.options")
@@ -148,8 +153,6 @@ class Plan:
         for i, v in enumerate(spec.variants):
             if names.count(v.name) > 1:
                 self.problem(f"variants.{i}.name", f"'{v.name}' is used by more than one variant")
-            elif not v.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-                self.problem(f"variants.{i}.name", f"'{v.name}': use letters, digits, '-', '_', '.'")  # fmt: skip
         for i in self._variant_order():
             self._variant(i, spec.variants[i])
         if not self.problems:

@@ -27,7 +27,7 @@ import numpy as np
 from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
-from expertlm.io import atomic_dir, read_json
+from expertlm.io import atomic_dir, check_output, read_json
 
 CHANCE = 0.5
 
@@ -82,6 +82,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
         )
     exp = read_json(run_dir / "experiment.json")
     out = Path(out) if out is not None else run_dir / "report"
+    check_output(out)
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise ExpertlmError(f"{out}: is or holds the experiment folder {run_dir}; name another report folder")
     data = _load(exp)
     nums = Numbers()
     humans = None

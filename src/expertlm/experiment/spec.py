@@ -9,11 +9,12 @@ model, init: scratch / a model / another variant, training budget, seeds).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from expertlm.config import format_validation_error
 from expertlm.errors import ExpertlmError
@@ -23,6 +24,22 @@ from expertlm.errors import ExpertlmError
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+# Names become folder names under the experiment's output (OUT/corpora/NAME, runs/VARIANT/...).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _plain_name(v: str) -> str:
+    if not _NAME.fullmatch(v) or ".." in v:
+        raise ValueError(f"'{v}': use letters, digits, '-', '_', '.' (a name is a folder name)")
+    return v
+
+
+def _plain_keys(v: dict) -> dict:
+    for k in v:
+        _plain_name(k)
+    return v
 
 
 class CorpusSpec(_Spec):
@@ -107,6 +124,7 @@ class BenchmarkSpec(_Spec):
 
 class VariantSpec(_Spec):
     name: str
+    _name = field_validator("name")(_plain_name)
     label: str | None = None
     """Name in the report (default: name)."""
     tokenizer: str | None = None
@@ -156,6 +174,9 @@ class ExperimentSpec(_Spec):
     eval: EvalSpec = EvalSpec()
     profiles: dict[str, dict[str, Any]] = {}
     """Named overrides merged onto the file (e.g. quick); variants keyed by name."""
+
+    _name = field_validator("name")(_plain_name)
+    _keys = field_validator("downloads", "corpora", "tokenizers", "benchmarks")(_plain_keys)
 
 
 def _merge(base: Any, over: Any) -> Any:
