@@ -1,9 +1,12 @@
 """The synthetic benchmark is unbiased for models that know nothing: five untrained GPT-2s of the
-demo's size (different seeds), with a tokenizer trained on the field as the demo trains it,
-score 50% +- 3 points on average on the default forward benchmark (an earlier prototype's untrained model scored 0.61 because the
-flipped direction words had different token counts)."""
+demo's size (different seeds), with a tokenizer trained on the field as the demo trains it (the
+demo's vocabulary size), score 50% +- 3 points on average on the default forward benchmark (an
+earlier prototype's untrained model scored 0.61 because the flipped direction words had
+different token counts)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +14,13 @@ import pytest
 from expertlm.corpus.build import corpus_build
 from expertlm.eval.benchmark import read_benchmark
 from expertlm.eval.scoring import Scorer
+from expertlm.experiment.spec import load_experiment
 from expertlm.models import build_model, gpt2_config
 from expertlm.synth import corpus_synth
 from expertlm.tokenizer import load_handle, load_tokenizer, tokenizer_train
 
-DEMO_MODEL = {"n_layer": 4, "n_embd": 128, "n_head": 4}  # configs/demo.yaml
+DEMO, _ = load_experiment(Path(__file__).parents[1] / "src" / "expertlm" / "configs" / "demo.yaml")
+DEMO_MODEL = next(v.model for v in DEMO.variants if v.name == "scratch-domain-tok")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,8 @@ def field(tmp_path_factory):
     corpus = corpus_build(
         [synth / "literature.jsonl.gz"], root / "corpus", show_progress=False, min_chars=100
     )
-    tok = tokenizer_train(corpus, root / "tok", vocab_size=1000, show_progress=False)
+    tok = tokenizer_train(corpus, root / "tok", vocab_size=DEMO.tokenizers["domain"].vocab_size,
+                          show_progress=False)  # fmt: skip
     return synth, tok
 
 

@@ -242,7 +242,14 @@ def _usage_message(e: click.UsageError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config.COMMAND_LINE.set(True)
+    token = config.COMMAND_LINE.set(True)
+    try:
+        _main(argv)
+    finally:
+        config.COMMAND_LINE.reset(token)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = app.main(args=argv, prog_name="expertlm", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:

@@ -15,3 +15,9 @@ class ExpertlmError(Exception):
 def where(path: object, line: int | None = None) -> str:
     """`path` or `path:line`, the prefix every file error starts with."""
     return f"{path}:{line}" if line is not None else f"{path}"
+
+
+def names(items) -> str:
+    """Names from a user's file (columns, fields) for a one-line message: those with a line
+    break or another unprintable character shown as Python literals."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in map(str, items))

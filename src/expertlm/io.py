@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from expertlm.errors import ExpertlmError, where
+from expertlm.errors import ExpertlmError, names, where
 
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -255,9 +255,15 @@ def csv_rows(path: str | os.PathLike, required: Iterable[str]) -> Iterator[tuple
             missing = [c for c in required if c not in cols]
             if missing:
                 raise ExpertlmError(
-                    f"{path}: missing column(s) {', '.join(missing)} (columns: {', '.join(cols)})"
+                    f"{path}: missing column(s) {', '.join(missing)} (columns: {names(cols)})"
                 )
             for row in reader:
+                # DictReader puts extra fields under the key None and gives missing ones None
+                extra = len(row.get(None) or [])  # type: ignore[call-overload]
+                short = sum(v is None for k, v in row.items() if k is not None)
+                if extra or short:
+                    n = len(cols) + extra - short
+                    raise ExpertlmError(f"{where(path, reader.line_num)}: {n} fields, the header has {len(cols)}")
                 yield reader.line_num, row
         except csv.Error as e:
             raise ExpertlmError(f"{where(path, reader.line_num)}: malformed CSV ({e})") from None

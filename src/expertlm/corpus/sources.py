@@ -25,7 +25,7 @@ from typing import Any
 
 from expertlm.config import CorpusConfig
 from expertlm.console import warn
-from expertlm.errors import ExpertlmError, where
+from expertlm.errors import ExpertlmError, names, where
 from expertlm.io import combine_hashes, read_lines, sha256_file
 
 SUFFIXES = (
@@ -286,7 +286,7 @@ class Reader:
             self.bad(f"{src}: text field '{self.cfg.text_field}' is null, not a string")
             return None
         if text is None:
-            keys = ", ".join(map(str, list(record)[:12])) or "none"
+            keys = names(list(record)[:12]) or "none"
             self.bad(
                 f"{src}: no text field '{self.cfg.text_field}' (fields: {keys}; choose one with --text-field)"
             )
@@ -324,7 +324,7 @@ class Reader:
             flags = {cfg.id_field: "--id-field", cfg.year_field: "--year-field"}
             what = ", ".join(f"'{f}' ({flags.get(f, '--keep-field')})" for f in missing)
             raise ExpertlmError(
-                f"no record has the field(s) {what}; fields seen: {', '.join(self.seen) or 'none'}"
+                f"no record has the field(s) {what}; fields seen: {names(self.seen) or 'none'}"
             )
 
     def _jsonl(self, path: Path) -> Iterator[RawDoc]:
@@ -406,7 +406,7 @@ class Reader:
             ) from None
         if self.cfg.text_field not in header:
             raise ExpertlmError(
-                f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(header)}; choose one with --text-field)"
+                f"{path}: no column '{self.cfg.text_field}' (columns: {names(header)}; choose one with --text-field)"
             )
         while True:
             numbered.row_start = None
@@ -438,10 +438,10 @@ class Reader:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises several types for a bad file
             raise ExpertlmError(f"{path}: not a readable Parquet file ({e})") from None
-        names = pf.schema_arrow.names
-        if self.cfg.text_field not in names:
+        columns = pf.schema_arrow.names
+        if self.cfg.text_field not in columns:
             raise ExpertlmError(
-                f"{path}: no column '{self.cfg.text_field}' (columns: {', '.join(names)}; choose one with --text-field)"
+                f"{path}: no column '{self.cfg.text_field}' (columns: {names(columns)}; choose one with --text-field)"
             )
         wanted = [
             c
@@ -451,7 +451,7 @@ class Reader:
                 self.cfg.year_field,
                 *self.cfg.keep_fields,
             }
-            if c in names
+            if c in columns
         ]
         row = 0
         per_row = path.stat().st_size / max(pf.metadata.num_rows, 1)
@@ -467,7 +467,7 @@ class Reader:
         columns = list(ds.features) if getattr(ds, "features", None) else None
         if columns is not None and self.cfg.text_field not in columns:
             raise ExpertlmError(
-                f"{src}: no column '{self.cfg.text_field}' (columns: {', '.join(columns)}; choose one with --text-field)"
+                f"{src}: no column '{self.cfg.text_field}' (columns: {names(columns)}; choose one with --text-field)"
             )
         rows = iter(ds)
         row = 0

@@ -28,6 +28,7 @@ from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, check_output, read_json
+from expertlm.synth import paper
 
 CHANCE = 0.5
 
@@ -98,91 +99,50 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
     figures: dict[str, bytes] = {}
 
     acc_rows = _accuracy_table(exp, data, nums, humans)
-    figures["accuracy.png"] = _fig_accuracy(exp, data, acc_rows, humans, nums)
-    cal = _fig_calibration(exp, data, humans)
-    if cal:
-        figures["calibration.png"] = cal
-    loss = _fig_loss(exp, data, nums)
-    if loss:
-        figures["loss.png"] = loss
-    tok = _fig_tokenizers(exp, nums)
-    if tok:
-        figures["tokenizers.png"] = tok
-    sec = _fig_sections(exp, data, nums)
-    if sec:
-        figures["sections.png"] = sec
+    claims = _claims(exp, data, nums)
+    figures["accuracy.png"] = _fig_accuracy(exp, data, humans)
+    for name, fig in (("calibration.png", _fig_calibration(exp, data, humans)), ("loss.png", _fig_loss(exp, data, nums)),
+                      ("tokenizers.png", _fig_tokenizers(exp, nums)), ("sections.png", _fig_sections(exp, data, nums))):  # fmt: skip
+        if fig:
+            figures[name] = fig
     pairs = _mcnemar_table(exp, data, nums)
     ppl = _ppl_table(data, nums)
+    summary = _summary(exp, data, claims)
+    md += ["## Figure 1: accuracy per variant", "", "![accuracy](accuracy.png)", "", summary, ""]
 
-    headers = [
-        "variant",
-        "seed",
-        "benchmark",
-        "accuracy",
-        "95% CI",
-        "n",
-        "ties",
-        "calibration p (one-sided)",
-    ]
-    sections.append(("Accuracy", _html_table(headers, acc_rows["display"])))
-    md += [
-        "## Accuracy",
-        "",
-        _md_table(headers, acc_rows["display"]),
-        "",
-        "![accuracy](accuracy.png)",
-        "",
-    ]
+    def add(title: str, headers: list[str], rows: list[list]) -> None:
+        sections.append((title, _html_table(headers, rows)))
+        md.extend([f"## {title}", "", _md_table(headers, rows), ""])
+
+    if claims:
+        add(f"The paper's claims on {claims[0]['benchmark']} ({paper.REFERENCE})",
+            ["claim", "better", "worse", "seed", "difference", "95% CI", "McNemar p", "verdict"],
+            [[c["claim"], c["better"], c["worse"], c["seed"], f"{c['difference']:+.3f}", c["ci"],
+              "n/a" if c["p"] is None else f"{c['p']:.3g}", c["verdict"]] for c in claims])  # fmt: skip
+    add("Accuracy", ["variant", "seed", "benchmark", "accuracy", "95% CI", "n", "ties",
+                     "calibration p (one-sided)"], acc_rows["display"])  # fmt: skip
     if acc_rows["mean"]:
-        mh = ["variant", "benchmark", "seeds", "mean accuracy", "sd", "every seed"]
-        sections.append(("Accuracy over seeds", _html_table(mh, acc_rows["mean"])))
-        md += ["## Accuracy over seeds", "", _md_table(mh, acc_rows["mean"]), ""]
+        add("Accuracy over seeds", ["variant", "benchmark", "seeds", "mean accuracy", "sd", "every seed"],
+            acc_rows["mean"])  # fmt: skip
     if acc_rows["reference"]:
-        rh = ["reference", "benchmark", "accuracy", "what it is"]
-        sections.append(("Humans and ceilings", _html_table(rh, acc_rows["reference"])))
-        md += ["## Humans and ceilings", "", _md_table(rh, acc_rows["reference"]), ""]
+        add("Humans and ceilings", ["reference", "benchmark", "accuracy", "what it is"], acc_rows["reference"])
     if pairs:
-        ph = [
-            "benchmark",
-            "A",
-            "B",
-            "acc A",
-            "acc B",
-            "B - A",
-            "95% CI",
-            "McNemar p",
-            "only A right",
-            "only B right",
-        ]
-        sections.append(
-            ("Pairwise comparisons (McNemar exact, paired bootstrap)", _html_table(ph, pairs))
-        )
-        md += [
-            "## Pairwise comparisons (McNemar exact test, paired bootstrap CI)",
-            "",
-            _md_table(ph, pairs),
-            "",
-        ]
+        add("Pairwise comparisons (McNemar exact test, paired bootstrap CI)",
+            ["benchmark", "A", "B", "acc A", "acc B", "B - A", "95% CI", "McNemar p", "only A right",
+             "only B right"], pairs)  # fmt: skip
     if ppl:
-        qh = ["variant", "seed", "corpus", "bits per byte", "token perplexity", "tokens"]
-        sections.append(("Held-out text (bits per byte)", _html_table(qh, ppl)))
-        md += ["## Held-out text: bits per byte (forgetting)", "", _md_table(qh, ppl), ""]
-    for name, title in (("calibration.png", "Calibration"), ("loss.png", "Training curves"),
-                        ("tokenizers.png", "Tokenizers"), ("sections.png", "Accuracy per section")):  # fmt: skip
+        add("Held-out text: bits per byte (forgetting)",
+            ["variant", "seed", "corpus", "bits per byte", "token perplexity", "tokens"], ppl)
+    for name, title in _FIGURES:
         if name in figures:
             md += [f"## {title}", "", f"![{title}]({name})", ""]
-    md += [
-        "## Sources",
-        "",
-        "Every number above is in `tables.csv` with the file and key it came from.",
-        "",
-    ]
+    md += ["## Sources", "", "Every number above is in `tables.csv` with the file and key it came from.", ""]
 
     with atomic_dir(out, overwrite=True) as tmp:
         for name, png in figures.items():
             (tmp / name).write_bytes(png)
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
-        (tmp / "index.html").write_text(_html(exp, figures, sections), encoding="utf-8")
+        (tmp / "index.html").write_text(_html(exp, figures, summary, sections), encoding="utf-8")
         with open(tmp / "tables.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=["table", "variant", "seed", "benchmark", "quantity", "value", "source"],
                                lineterminator="\n")  # fmt: skip
@@ -232,55 +192,25 @@ def _accuracy_table(exp, data, nums: Numbers, humans) -> dict:
         src, h = humans
         acc = nums.take("humans", src, "accuracy", h["accuracy"])
         top = nums.take("humans", src, "top_expertise.accuracy", h["top_expertise"]["accuracy"])
-        reference.append(
-            [
-                "human experts",
-                "(their items)",
-                _fmt(acc),
-                f"pooled over {h['n']} trials of {h['participants']} participants",
-            ]
-        )
-        reference.append(
-            [
-                "top 20% expertise",
-                "(their items)",
-                _fmt(top),
-                "per abstract, the most expert 20% of trials",
-            ]
-        )
+        reference += [["human experts", "(their items)", _fmt(acc),
+                       f"pooled over {h['n']} trials of {h['participants']} participants"],
+                      ["top 20% expertise", "(their items)", _fmt(top), "per abstract, the most expert 20% of trials"]]  # fmt: skip
     for b, binfo in exp["benchmarks"].items():
         c = _ceilings(binfo)
-        if c is None:
-            continue
-        path, table = c
-        for key, (label, what) in _CEILINGS.items():
-            if key in table:
-                val = nums.take(
-                    "ceilings",
-                    path,
-                    f"{binfo['ceilings_key']}.{key}.accuracy",
-                    table[key]["accuracy"],
-                    benchmark=b,
-                )
+        for key, (label, what) in _CEILINGS.items() if c is not None else ():
+            if key in c[1]:
+                val = nums.take("ceilings", c[0], f"{binfo['ceilings_key']}.{key}.accuracy", c[1][key]["accuracy"],
+                                benchmark=b)  # fmt: skip
                 reference.append([label, b, _fmt(val), what])
     return {"display": display, "mean": mean_rows, "reference": reference}
 
 
 _CEILINGS = {
     "oracle": ("oracle", "knows the true effects (1 - noise on published results)"),
-    "class_integrator": (
-        "class integrator",
-        "logistic model on target classes, fitted to the training findings",
-    ),
-    "lowrank_integrator": (
-        "low-rank integrator",
-        "low-rank logistic model fitted to the training findings",
-    ),
-    "memoriser": (
-        "memoriser",
-        "exact (target, outcome) matches in the training findings, else chance",
-    ),
-}
+    "class_integrator": ("class integrator", "logistic model on target classes, fitted to the training findings"),
+    "lowrank_integrator": ("low-rank integrator", "low-rank logistic model fitted to the training findings"),
+    "memoriser": ("memoriser", "exact (target, outcome) matches in the training findings, else chance"),
+}  # fmt: skip
 
 
 def _ceilings(binfo: dict):
@@ -324,6 +254,66 @@ def _mcnemar_table(exp, data, nums: Numbers) -> list[list]:
                              _fmt(r["accuracy_a"]), _fmt(r["accuracy_b"]), f"{d:+.3f}", f"{lo:+.3f} to {hi:+.3f}",
                              f"{p:.3g}", r["mcnemar"]["only_a_correct"], r["mcnemar"]["only_b_correct"]])  # fmt: skip
     return rows
+
+
+def _claims(exp, data, nums: Numbers) -> list[dict]:
+    """The paper's claims (`synth/paper.py`) on the first benchmark, seed by seed, for the
+    variants that play its roles; then whether every variant stays below the realistic ceiling."""
+    from expertlm.eval.evaluate import eval_compare
+
+    b = next(iter(exp["benchmarks"]), None)
+    role = {paper.ROLE[n]: n for n in data if n in paper.ROLE}
+    rows = []
+    for better, worse, claim in paper.CLAIMS:
+        if better not in role or worse not in role:
+            continue
+        hi, lo = data[role[better]], data[role[worse]]
+        for seed in [s for s in hi["seeds"] if s in lo["seeds"]]:
+            pb, pw = hi["seeds"][seed]["results"].get(b), lo["seeds"][seed]["results"].get(b)
+            if pb is None or pw is None:
+                continue
+            r = eval_compare(pw[0], pb[0])
+            lab = {"variant": f"{role[better]} vs {role[worse]}", "seed": seed, "benchmark": b}
+            src = f"{pw[0] / 'items.csv'} + {pb[0] / 'items.csv'}"
+            d = nums.take("claims", src, "b_minus_a.difference", r["b_minus_a"]["difference"], **lab)
+            p = nums.take("claims", src, "mcnemar.p_value", r["mcnemar"]["p_value"], **lab)
+            lo95, hi95 = r["b_minus_a"]["ci95"]
+            rows.append({"claim": claim, "better": hi["spec"]["label"], "worse": lo["spec"]["label"], "seed": seed,
+                         "benchmark": b, "difference": d, "ci": f"{lo95:+.3f} to {hi95:+.3f}", "p": p,
+                         "verdict": paper.verdict(d, p)})  # fmt: skip
+    ceiling = _best_integrator(exp, b)
+    if rows and ceiling is not None:
+        accs = [(v["spec"]["label"], s["results"][b][1]) for v in data.values() for s in v["seeds"].values()
+                if b in s["results"]]  # fmt: skip
+        name, top = max(accs, key=lambda x: x[1]["accuracy"])
+        below = all(a["ci95"][1] < ceiling[1] for _, a in accs)
+        rows.append({"claim": f"every variant scores below the {ceiling[0]} ({ceiling[1]:.3f})", "better": ceiling[0],
+                     "worse": f"best: {name}", "seed": "", "benchmark": b, "difference": ceiling[1] - top["accuracy"],
+                     "ci": "(95% CI of every variant below it)" if below else "(a variant's 95% CI reaches it)",
+                     "p": None, "verdict": "shown" if below else ("same direction, not significant"
+                     if ceiling[1] > top["accuracy"] else "not shown")})  # fmt: skip
+    return rows
+
+
+def _best_integrator(exp, b) -> tuple[str, float] | None:
+    """The better of the synthetic field's two integrators on benchmark `b`: (label, accuracy)."""
+    c = _ceilings(exp["benchmarks"][b]) if b in exp["benchmarks"] else None
+    found = [(_CEILINGS[k][0], c[1][k]["accuracy"]) for k in ("class_integrator", "lowrank_integrator")
+             if c is not None and k in c[1]]  # fmt: skip
+    return max(found, key=lambda x: x[1]) if found else None
+
+
+def _summary(exp, data, claims: list[dict]) -> str:
+    """The plain-language paragraph under Figure 1 (`paper.summary`)."""
+    b = next(iter(exp["benchmarks"]), None)
+    firsts = [(n, v["spec"]["label"], s["results"][b][1]) for n, v in data.items()
+              if (s := _first(v)) and b in s["results"]]  # fmt: skip
+    if not firsts:
+        return ""
+    _, label, top = max(firsts, key=lambda x: x[2]["accuracy"])
+    untrained = next((x[2]["accuracy"] for x in firsts if paper.ROLE.get(x[0]) == "untrained"), None)
+    return paper.summary(b, top["n"], (label, top["accuracy"], *top["ci95"]), untrained,
+                         _best_integrator(exp, b), [c for c in claims if c["p"] is not None])  # fmt: skip
 
 
 def _ppl_table(data, nums: Numbers) -> list[list]:
@@ -374,68 +364,63 @@ def _colors(n: int):
     return [cmap(i % 10) for i in range(n)]
 
 
-def _fig_accuracy(exp, data, acc_rows, humans, nums) -> bytes:
-    """The paper's Figure 1: accuracy per variant (mean over seeds, 95% CI), humans, ceilings."""
+def _fig_accuracy(exp, data, humans) -> bytes:
+    """The paper's Figure 1: accuracy per variant (mean over seeds, 95% CI), one panel per
+    benchmark, stacked; humans, ceilings, and on the first panel the paper's value beside each
+    variant that plays one of its roles (hatched)."""
     import matplotlib.pyplot as plt
 
     benches = list(exp["benchmarks"])
-    fig, axes = plt.subplots(
-        1, len(benches), figsize=(max(6, 1.2 * len(data) + 2) * len(benches), 4.6), squeeze=False
-    )
+    width = min(10.0, max(6.0, 1.1 * len(data) + 2))  # at most the page's width at 110 dpi
+    fig, axes = plt.subplots(len(benches), 1, figsize=(width, 4.6 * len(benches)), squeeze=False)
     colors = _colors(len(data))
-    for ax, b in zip(axes[0], benches, strict=True):
+    for i, (ax, b) in enumerate(zip(axes[:, 0], benches, strict=True)):
+        show_paper = i == 0 and any(n in paper.ROLE for n in data)
         labels = []
-        for k, v in enumerate(data.values()):
-            accs, los, his = [], [], []
-            for s in v["seeds"].values():
-                if b in s["results"]:
-                    summ = s["results"][b][1]
-                    accs.append(summ["accuracy"])
-                    los.append(summ["ci95"][0])
-                    his.append(summ["ci95"][1])
+        for k, (name, v) in enumerate(data.items()):
             labels.append(v["spec"]["label"])
-            if not accs:
-                continue
-            m = float(np.mean(accs))
-            if len(accs) == 1:  # the bootstrap CI of the one seed
-                err = [[m - los[0]], [his[0] - m]]
-            else:  # mean of the seeds +- 1.96 SE over seeds
-                se = float(np.std(accs, ddof=1) / math.sqrt(len(accs)))
-                err = [[1.96 * se], [1.96 * se]]
-            ax.bar(k, m, color=colors[k], alpha=0.8, edgecolor="k", yerr=err, capsize=4)
-            if len(accs) > 1:
-                ax.scatter([k] * len(accs), accs, color="k", s=10, zorder=3)
+            summ = [s["results"][b][1] for s in v["seeds"].values() if b in s["results"]]
+            if summ:
+                accs = [x["accuracy"] for x in summ]
+                m = float(np.mean(accs))
+                if len(accs) == 1:  # the bootstrap CI of the one seed
+                    err = [[m - summ[0]["ci95"][0]], [summ[0]["ci95"][1] - m]]
+                else:  # mean of the seeds +- 1.96 SE over seeds
+                    se = 1.96 * float(np.std(accs, ddof=1) / math.sqrt(len(accs)))
+                    err = [[se], [se]]
+                x = k - 0.2 if show_paper else k
+                ax.bar(x, m, 0.4 if show_paper else 0.8, color=colors[k], alpha=0.85, edgecolor="k", yerr=err, capsize=3)
+                ax.text(x, 0.03, f"{m:.3f}", ha="center", fontsize=8, rotation=90, color="white", weight="bold")
+                if len(accs) > 1:
+                    ax.scatter([x] * len(accs), accs, color="k", s=10, zorder=3)
+            if show_paper and name in paper.ROLE:
+                label, val = paper.PAPER[paper.ROLE[name]]
+                ax.bar(k + 0.2, val, 0.4, color="white", edgecolor=colors[k], hatch="///", lw=1.5)
+                ax.text(k + 0.2, 0.03, f"{val:.3f}", ha="center", fontsize=8, rotation=90)
+        if show_paper:
+            ax.bar([0], [0], 0, color="white", edgecolor="grey", hatch="///", label=f"the paper: {paper.REFERENCE}")
         ax.axhline(CHANCE, color="grey", lw=1, ls=":", label="chance")
         if humans is not None:
             h = humans[1]
             ax.axhspan(h["ci95"][0], h["ci95"][1], color="tab:blue", alpha=0.15)
-            ax.axhline(
-                h["accuracy"],
-                color="tab:blue",
-                lw=2,
-                ls="--",
-                label=f"human experts ({h['accuracy']:.3f})",
-            )
+            ax.axhline(h["accuracy"], color="tab:blue", lw=2, ls="--", label=f"human experts ({h['accuracy']:.3f})")
+        elif show_paper:
+            ax.axhline(paper.HUMAN_EXPERTS, color="tab:blue", lw=1.5, ls="--",
+                       label=f"human experts in the paper ({paper.HUMAN_EXPERTS:.3f})")  # fmt: skip
         c = _ceilings(exp["benchmarks"][b])
-        if c is not None:
-            for key, style in (("oracle", ("k", "-")), ("lowrank_integrator", ("tab:red", "--")),
-                               ("class_integrator", ("tab:orange", "--")), ("memoriser", ("tab:purple", ":"))):  # fmt: skip
-                if key in c[1]:
-                    val = c[1][key]["accuracy"]
-                    ax.axhline(
-                        val,
-                        color=style[0],
-                        ls=style[1],
-                        lw=1.2,
-                        label=f"{_CEILINGS[key][0]} ({val:.3f})",
-                    )
+        for key, (color, ls) in (("oracle", ("k", "-")), ("lowrank_integrator", ("tab:red", "--")),
+                                 ("class_integrator", ("tab:orange", "--")), ("memoriser", ("tab:purple", ":"))):  # fmt: skip
+            if c is not None and key in c[1]:
+                val = c[1][key]["accuracy"]
+                ax.axhline(val, color=color, ls=ls, lw=1.2, label=f"{_CEILINGS[key][0]} ({val:.3f})")
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=25, ha="right")
+        ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=9)
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("accuracy")
-        ax.set_title(b)
+        ax.set_title(f"{b}: this experiment (solid){' and the paper (hatched)' if show_paper else ''}")
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=3, frameon=False)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -468,7 +453,7 @@ def _fig_calibration(exp, data, humans) -> bytes | None:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"calibration on {b} (models: |ΔPPL|; humans: self-rated)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
@@ -493,23 +478,24 @@ def _fig_loss(exp, data, nums) -> bytes | None:
         runs.append((v["spec"]["label"], rows, fpt))
     if not runs:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
     for (label, rows, fpt), color in zip(runs, _colors(len(runs)), strict=True):
         t = np.array([r["tokens"] for r in rows], dtype=float)
-        a1.plot(t, [r["loss"] for r in rows], color=color, alpha=0.6, label=f"{label} train")
-        a2.plot(t * fpt, [r["loss"] for r in rows], color=color, alpha=0.6, label=f"{label} train")
+        a1.plot(t, [r["loss"] for r in rows], color=color, alpha=0.6, label=label)
+        a2.plot(t * fpt, [r["loss"] for r in rows], color=color, alpha=0.6)
         val = [(r["tokens"], r["val_loss"]) for r in rows if "val_loss" in r]
         if val:
             vt, vl = zip(*val, strict=True)
-            a1.plot(vt, vl, color=color, marker="o", ls="--", label=f"{label} val")
-            a2.plot(np.array(vt) * fpt, vl, color=color, marker="o", ls="--", label=f"{label} val")
+            a1.plot(vt, vl, color=color, marker="o", ms=3, ls="--")
+            a2.plot(np.array(vt) * fpt, vl, color=color, marker="o", ms=3, ls="--")
     a1.set_xlabel("tokens")
     a2.set_xlabel("training FLOPs")
     a2.set_xscale("log")
     for ax in (a1, a2):
         ax.set_ylabel("loss (nats/token)")
         ax.spines[["top", "right"]].set_visible(False)
-    a1.legend(fontsize=7)
+    fig.suptitle("training loss (solid) and validation loss (dashed, dots)", fontsize=10)
+    fig.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     return _png(fig)
 
 
@@ -561,7 +547,7 @@ def _fig_sections(exp, data, nums) -> bytes | None:
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
     ax.set_title(f"accuracy per section on {b}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
@@ -570,16 +556,24 @@ def _fig_sections(exp, data, nums) -> bytes | None:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}h2{margin-top:1.6em}"""
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}h2{margin-top:1.6em}
+p.summary{font-size:1.05em;line-height:1.5;background:#f7f7f2;border-left:4px solid #888;padding:.6em 1em}"""
 
-# Sets data-figures on <body> to "ok" once every figure has decoded with a size (the end-to-end
-# test reads it from the DOM headless Chromium dumps), or to the count that failed.
+# Sets data-figures on <body> to "ok" once every figure has decoded with a size, or to the count
+# that failed, and data-scales to each figure's pixels per displayed pixel (above about 1.5 its
+# text is shrunk below legibility); the end-to-end test reads both from the DOM headless Chromium
+# dumps.
 _CHECK = """<script>window.addEventListener('load',function(){var imgs=[].slice.call(document.images);
 var bad=imgs.filter(function(i){return !(i.complete&&i.naturalWidth>0)}).length;
+document.body.setAttribute('data-scales',imgs.map(function(i){return (i.naturalWidth/Math.max(i.clientWidth,1)).toFixed(2)}).join(' '));
 document.body.setAttribute('data-figures',bad===0&&imgs.length>0?'ok':'failed '+bad+' of '+imgs.length);});</script>"""
 
 
-def _html(exp, figures: dict[str, bytes], sections: list[tuple[str, str]]) -> str:
+_FIGURES = (("calibration.png", "Calibration"), ("loss.png", "Training and validation loss"),
+            ("tokenizers.png", "Tokenizers"), ("sections.png", "Accuracy per section"))  # fmt: skip
+
+
+def _html(exp, figures: dict[str, bytes], summary: str, sections: list[tuple[str, str]]) -> str:
     def img(name: str, alt: str) -> str:
         b64 = base64.b64encode(figures[name]).decode()
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
@@ -587,11 +581,11 @@ def _html(exp, figures: dict[str, bytes], sections: list[tuple[str, str]]) -> st
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(exp['name'])}</title>",
              f"<style>{_CSS}</style>{_CHECK}</head><body data-figures='pending'>",
              f"<h1>{html.escape(exp['name'])}</h1><p>{html.escape(exp.get('description', ''))}</p>",
-             "<h2>Accuracy on the benchmarks</h2>", img("accuracy.png", "accuracy per variant")]  # fmt: skip
+             "<h2>Figure 1: accuracy per variant</h2>", img("accuracy.png", "accuracy per variant"),
+             f"<p class='summary'>{html.escape(summary)}</p>" if summary else ""]  # fmt: skip
     for title, table in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>{table}")
-    for name, title in (("calibration.png", "Calibration"), ("loss.png", "Training and validation loss"),
-                        ("tokenizers.png", "Tokenizers"), ("sections.png", "Accuracy per section")):  # fmt: skip
+    for name, title in _FIGURES:
         if name in figures:
             parts.append(f"<h2>{title}</h2>{img(name, title)}")
     parts.append(

@@ -195,20 +195,27 @@ def load_experiment(path: str | Path, profile: str | None = None) -> tuple[Exper
         raise ExpertlmError(f"{path}: no such experiment file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ExpertlmError(f"{path}: not valid UTF-8 ({e.reason})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ExpertlmError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        why = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        raise ExpertlmError(f"{path}{line}: not valid YAML ({why})") from None
     if not isinstance(raw, dict):
         raise ExpertlmError(f"{path}: expected a mapping of keys (name, corpora, variants, ...)")
     if profile is not None:
         profiles = raw.get("profiles") or {}
-        if profile not in profiles:
-            raise ExpertlmError(
-                f"{path}: no profile '{profile}' (profiles: {', '.join(profiles) or 'none'})"
-            )
+        if not isinstance(profiles, dict) or profile not in profiles:
+            known = ", ".join(map(str, profiles)) if isinstance(profiles, dict) else "none"
+            raise ExpertlmError(f"{path}: no profile '{profile}' (profiles: {known or 'none'})")
         over = copy.deepcopy(profiles[profile])
+        if not isinstance(over, dict):
+            raise ExpertlmError(f"{path}: key 'profiles.{profile}': expected a mapping of keys")
         by_name = over.pop("variants", None) or {}
+        if not isinstance(by_name, dict):
+            raise ExpertlmError(f"{path}: key 'profiles.{profile}.variants': expected variants "
+                                "by name (a mapping)")  # fmt: skip
         raw = _merge(raw, over)
         for v in raw.get("variants") or []:
             if isinstance(v, dict) and v.get("name") in by_name:
