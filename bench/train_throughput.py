@@ -29,6 +29,12 @@ Targets: ours fp32 >= 1.0x the reference fp32 tokens/s at equal loss (final loss
 ours fp32 MFU >= 50%, ours bf16 >= 1.5x ours fp32 tokens/s with its final loss within 2% of
 ours fp32.
 
+With `--gpu` (bench/gpu.sh runs it on a GPU machine): gpt2-small (124M, context 1024, GPT-2's
+50,257-token vocabulary) as `expertlm train` builds it, `train_step` in bf16 autocast with
+`torch.compile` and SDPA attention (flash attention where the GPU has it), 16 x 1024-token micro
+batches; tokens/s after warm-up (compilation excluded), MFU against the GPU's bf16 matmul peak
+measured in the same run (8192^3 products). Target there: MFU >= 40%.
+
 Run: python bench/train_throughput.py     (prints one table, then the PASS/FAIL line)
 """
 
@@ -140,20 +146,111 @@ def reference_loop(
     return {"tokens_per_s": (steps - WARMUP) * step_tokens / elapsed, "losses": losses}
 
 
-def ours(
-    model: GPT2LMHeadModel,
-    data: np.ndarray,
-    steps: int,
-    batch: int,
-    context: int,
-    lr: float,
-    bf16: bool,
-) -> dict:
+class NanoGPT(torch.nn.Module):
+    """nanoGPT's model.py, faithfully (karpathy/nanoGPT, `GPT` with bias=True): token and
+    position embeddings, pre-LayerNorm blocks of causal self-attention through
+    `F.scaled_dot_product_attention(is_causal=True)` and an MLP with `nn.GELU()`, weight tying,
+    N(0, 0.02) init with c_proj scaled by 1/sqrt(2 n_layer), logits for every position."""
+
+    def __init__(self, vocab: int, context: int, n_layer: int, n_head: int, n_embd: int,
+                 dropout: float) -> None:  # fmt: skip
+        super().__init__()
+        nn = torch.nn
+        self.n_head, self.dropout = n_head, dropout
+        self.wte, self.wpe = nn.Embedding(vocab, n_embd), nn.Embedding(context, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.h = nn.ModuleList(
+            nn.ModuleDict({
+                "ln_1": nn.LayerNorm(n_embd), "c_attn": nn.Linear(n_embd, 3 * n_embd),
+                "attn_proj": nn.Linear(n_embd, n_embd), "ln_2": nn.LayerNorm(n_embd),
+                "c_fc": nn.Linear(n_embd, 4 * n_embd), "gelu": nn.GELU(),
+                "mlp_proj": nn.Linear(4 * n_embd, n_embd),
+            })
+            for _ in range(n_layer)
+        )  # fmt: skip
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn_proj.weight", "mlp_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * n_layer) ** 0.5)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
+        for blk in self.h:
+            y = blk["ln_1"](x)
+            q, k, v = blk["c_attn"](y).split(y.size(-1), dim=2)
+            q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0,
+                                               is_causal=True)  # fmt: skip
+            y = y.transpose(1, 2).contiguous().view(B, T, -1)
+            x = x + self.drop(blk["attn_proj"](y))
+            x = x + self.drop(blk["mlp_proj"](blk["gelu"](blk["c_fc"](blk["ln_2"](x)))))
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+def build_nanogpt() -> NanoGPT:
+    torch.manual_seed(0)
+    model = NanoGPT(VOCAB, CONTEXT, N_LAYER, 6, N_EMBD, dropout=0.1)
+    model.train()
+    torch.manual_seed(0)
+    return model
+
+
+def nanogpt_loop(model: NanoGPT, data: np.ndarray, steps: int, batch: int, context: int,
+                 lr: float, bf16: bool) -> dict:  # fmt: skip
+    """nanoGPT's train.py loop, faithfully: `configure_optimizers` (AdamW, weight decay 0.1 on
+    the 2-D parameters, betas (0.9, 0.95), fused), `get_batch` (x and the pre-shifted targets y
+    at random offsets: here the offsets of `batch_offsets`, the same for every loop), the loss
+    under `torch.amp.autocast` for bf16, `backward`, clip at 1.0, `step`,
+    `zero_grad(set_to_none=True)`; tokens/s after `WARMUP` steps, and each step's loss."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr, betas=(0.9, 0.95), fused=True)  # fmt: skip
+    tokens = torch.from_numpy(data)
+    losses: list[float] = []
+    t0 = 0.0
+    for step in range(steps):
+        if step == WARMUP:
+            t0 = time.perf_counter()
+        ix = batch_offsets(step, batch, context, len(data))
+        x = torch.stack([tokens[i : i + context] for i in ix])
+        y = torch.stack([tokens[i + 1 : i + 1 + context] for i in ix])
+        with torch.amp.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    elapsed = time.perf_counter() - t0
+    return {"tokens_per_s": (steps - WARMUP) * batch * context / elapsed, "losses": losses}
+
+
+def batch_offsets(step: int, batch: int, context: int, n: int) -> list[int]:
+    """nanoGPT's `torch.randint(len(data) - block_size, (batch_size,))`, seeded per step so
+    that nanoGPT's loop and ours read the same windows."""
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.randint(n - context - 1, (batch,), generator=g).tolist()
+
+
+def ours(model, data: np.ndarray, steps: int, batch: int, context: int, lr: float, bf16: bool,
+         offsets=None) -> dict:  # fmt: skip
     """`expertlm train`'s step (`train.train_step` with the `CausalLM` objective and
     `train.adamw`: weight decay 0.1 on matrices; clipping at 1.0) on the same model and the same
-    chunks, read in order as the reference reads them (step s: `batch` windows of context + 1
-    tokens from tokens[s*batch*context] on), not in a run's shuffled order; tokens/s after
-    `WARMUP` steps, and the loss of every step."""
+    windows of context + 1 tokens as the loop it is compared with: by default the reference's
+    chunks in order (step s: `batch` windows from tokens[s*batch*context] on), or those starting
+    at `offsets(step, ...)` (nanoGPT's random batches), not a run's shuffled order; tokens/s
+    after `WARMUP` steps, and the loss of every step."""
     cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
     windows = Windows(data, context, seed=0)
     objective = CausalLM(windows, windows, cfg.val_windows)  # its loss only: nothing validates
@@ -164,12 +261,40 @@ def ours(
     for step in range(steps):
         if step == WARMUP:
             t0 = time.perf_counter()
-        rows = [(step * batch + b) % windows.count for b in range(batch)]
-        xy = torch.stack([windows.window(r) for r in rows])  # (B, T + 1)
+        if offsets is None:
+            starts = [((step * batch + b) % windows.count) * context for b in range(batch)]
+        else:
+            starts = offsets(step, batch, context, len(data))
+        xy = torch.stack([torch.from_numpy(data[o : o + context + 1]) for o in starts])  # (B, T + 1)
         loss, _ = train_step(model, model, optimizer, [xy], objective, cfg, torch.device("cpu"))
         losses.append(loss)
     elapsed = time.perf_counter() - t0
     return {"tokens_per_s": (steps - WARMUP) * batch * context / elapsed, "losses": losses}
+
+
+def expertlm_from(nano: NanoGPT):
+    """The model `expertlm train` builds for this shape (gpt2-mini's preset: dropout 0, the
+    fused tanh GELU, SDPA; a Hugging Face GPT-2 that AutoModelForCausalLM loads) with nanoGPT's
+    initial weights copied in (Conv1D stores the transpose of nn.Linear's weight)."""
+    from expertlm.models import build_model as build_expertlm
+    from expertlm.models import gpt2_config
+
+    model = build_expertlm(gpt2_config("gpt2-mini", VOCAB, VOCAB - 1), seed=0)
+    t = model.transformer
+    with torch.no_grad():
+        t.wte.weight.copy_(nano.wte.weight)
+        t.wpe.weight.copy_(nano.wpe.weight)
+        t.ln_f.load_state_dict(nano.ln_f.state_dict())
+        for ours_blk, blk in zip(t.h, nano.h, strict=True):
+            ours_blk.ln_1.load_state_dict(blk["ln_1"].state_dict())
+            ours_blk.ln_2.load_state_dict(blk["ln_2"].state_dict())
+            for mine, theirs in ((ours_blk.attn.c_attn, blk["c_attn"]), (ours_blk.attn.c_proj, blk["attn_proj"]),
+                                 (ours_blk.mlp.c_fc, blk["c_fc"]), (ours_blk.mlp.c_proj, blk["mlp_proj"])):  # fmt: skip
+                mine.weight.copy_(theirs.weight.T)
+                mine.bias.copy_(theirs.bias)
+    model.train()
+    torch.manual_seed(0)
+    return model
 
 
 def main() -> None:
@@ -186,12 +311,18 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     for _ in range(ROUNDS):
         for dtype in ("fp32", "bf16"):
+            bf16 = dtype == "bf16"
             for name, fn in (("reference", reference_loop), ("ours", ours)):
-                r = fn(build_model(), data, STEPS, BATCH, CONTEXT, LR, dtype == "bf16")
+                r = fn(build_model(), data, STEPS, BATCH, CONTEXT, LR, bf16)
                 runs.setdefault(f"{name} {dtype}", []).append(r)
+            r = nanogpt_loop(build_nanogpt(), data, STEPS, BATCH, CONTEXT, LR, bf16)
+            runs.setdefault(f"nanoGPT {dtype}", []).append(r)
+            r = ours(expertlm_from(build_nanogpt()), data, STEPS, BATCH, CONTEXT, LR, bf16, batch_offsets)
+            runs.setdefault(f"ours~nano {dtype}", []).append(r)
     for dtype in ("fp32", "bf16"):  # the peak again, after the runs; the best of both counts
         peak[dtype] = max(peak[dtype], measure_peak_gflops(DTYPES[dtype]))
-    order = ("reference fp32", "reference bf16", "ours fp32", "ours bf16")
+    order = ("reference fp32", "reference bf16", "ours fp32", "ours bf16", "nanoGPT fp32",
+             "nanoGPT bf16", "ours~nano fp32", "ours~nano bf16")  # fmt: skip
     best = {
         name: {
             "tokens_per_s": max(r["tokens_per_s"] for r in runs[name]),
@@ -221,7 +352,8 @@ def main() -> None:
 
     targets = (
         "ours fp32 >=1.0x reference fp32 at loss within 2%, MFU >=50%; "
-        "ours bf16 >=1.5x ours fp32 at loss within 2%"
+        "ours bf16 >=1.5x ours fp32 at loss within 2%; ours >=1.05x nanoGPT in fp32 and bf16 "
+        "at loss within 2%"
     )
     ref32, o32, o16 = best["reference fp32"], best["ours fp32"], best["ours bf16"]
     speed = o32["tokens_per_s"] / ref32["tokens_per_s"]
@@ -229,19 +361,76 @@ def main() -> None:
     bf16_speed = o16["tokens_per_s"] / o32["tokens_per_s"]
     loss32 = abs(o32["losses"][-1] - ref32["losses"][-1]) / ref32["losses"][-1]
     loss16 = abs(o16["losses"][-1] - o32["losses"][-1]) / o32["losses"][-1]
+    nano = {}
+    for dtype in ("fp32", "bf16"):
+        n, o = best[f"nanoGPT {dtype}"], best[f"ours~nano {dtype}"]
+        nano[dtype] = (o["tokens_per_s"] / n["tokens_per_s"],
+                       abs(o["losses"][-1] - n["losses"][-1]) / n["losses"][-1])  # fmt: skip
     ok = (
         speed >= 1.0
         and loss32 <= LOSS_TOL
         and mfu >= 0.5
         and bf16_speed >= 1.5
         and loss16 <= LOSS_TOL
+        and all(x >= 1.05 and d <= LOSS_TOL for x, d in nano.values())
     )
     print(
         f"train_throughput: ours fp32 {speed:.2f}x reference (loss diff {loss32:.1%}), "
-        f"MFU {mfu:.0%}, bf16 {bf16_speed:.2f}x ours fp32 (loss diff {loss16:.1%}) "
+        f"MFU {mfu:.0%}, bf16 {bf16_speed:.2f}x ours fp32 (loss diff {loss16:.1%}); "
+        f"vs nanoGPT fp32 {nano['fp32'][0]:.2f}x (loss diff {nano['fp32'][1]:.1%}), "
+        f"bf16 {nano['bf16'][0]:.2f}x (loss diff {nano['bf16'][1]:.1%}) "
         f"(target {targets}) {'PASS' if ok else 'FAIL'}"
     )
 
 
+def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16) -> None:
+    """gpt2-small in bf16 with torch.compile on one GPU: tokens/s and MFU."""
+    from expertlm.models import build_model as build_expertlm
+    from expertlm.models import gpt2_config
+
+    dev = torch.device("cuda")
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize()
+    peak = 10 * 2 * 8192**3 / (time.perf_counter() - t0)
+    del a
+    vocab, context = 50_257, 1024
+    model = build_expertlm(gpt2_config("gpt2-small", vocab, vocab - 1), seed=0).to(dev)
+    fpt = flops_per_token(model, context)
+    cfg = TrainConfig(lr=LR, bf16=True, micro_batch=batch, compile=True)
+    data = zipf_tokens(steps * batch * context + context + 1)
+    data = np.minimum(data * 3, vocab - 1)  # spread over GPT-2's vocabulary
+    windows = Windows(data, context, seed=0)
+    objective = CausalLM(windows, windows, cfg.val_windows)
+    optimizer = adamw(model, cfg, LR)
+    fwd = torch.compile(model)
+    rates = {}
+    for name, f in (("eager", model), ("compiled", fwd)):
+        t0 = 0.0
+        for step in range(steps):
+            if step == warmup:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            xy = windows.batch(step * batch, batch)
+            loss, _ = train_step(model, f, optimizer, [xy], objective, cfg, dev)
+        torch.cuda.synchronize()
+        rates[name] = (steps - warmup) * batch * context / (time.perf_counter() - t0)
+    mfu = {k: r * fpt / peak for k, r in rates.items()}
+    print(f"{torch.cuda.get_device_name()}: bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; gpt2-small "
+          f"{fpt / 1e6:.0f} MFLOP/token, {batch} x {context} tokens a step, last loss {loss:.3f}")
+    for k in rates:
+        print(f"  {k:9s} {rates[k]:>10,.0f} tokens/s  MFU {mfu[k]:.1%}")
+    ok = mfu["compiled"] >= 0.40
+    print(f"train_throughput_gpu: MFU {mfu['compiled']:.1%} compiled, {mfu['eager']:.1%} eager "
+          f"(target compiled >= 40%) {'PASS' if ok else 'FAIL'}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    gpu_main() if "--gpu" in sys.argv[1:] else main()
