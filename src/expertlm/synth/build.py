@@ -29,6 +29,7 @@ from expertlm.io import (
 from expertlm.synth.baselines import ceilings
 from expertlm.synth.benchmark import DECONTAM_NGRAM, NgramGuard, make_items, write_items
 from expertlm.synth.config import SynthConfig
+from expertlm.synth.textstats import MAX_PAPERS, text_statistics
 from expertlm.synth.world import make_world
 from expertlm.synth.writer import Writer
 
@@ -52,7 +53,7 @@ def corpus_synth(
     t0 = time.time()
     cfg = SynthConfig.from_options(options, source="option")
     out = Path(out)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite)  # (no inputs: the protected folders only)
     world = make_world(cfg)
     n_t, n_o = len(world.target_names), len(world.outcome_names)
 
@@ -74,6 +75,9 @@ def corpus_synth(
     first, last = cfg.years
     n_years = last - first + 1
     stats = {"findings": 0, "flipped": 0, "rewrites": 0, "dropped": 0, "text_chars": 0}
+    # the text statistics are measured on at most MAX_PAPERS papers spread over the literature
+    sampled = {j * cfg.papers // MAX_PAPERS for j in range(MAX_PAPERS)} if cfg.papers > MAX_PAPERS else None
+    texts: list[str] = []
 
     with atomic_dir(out, overwrite) as tmp, count_progress(show_progress) as bar:
         task = bar.add_task("corpus synth", total=cfg.papers)
@@ -115,6 +119,8 @@ def corpus_synth(
                 stats["findings"] += m
                 stats["flipped"] += sum(flips)
                 stats["text_chars"] += len(text)
+                if sampled is None or k in sampled:
+                    texts.append(text)
                 lit.write(
                     {
                         "id": f"{cfg.field}-s{cfg.seed}-{k + 1:06d}",
@@ -153,6 +159,7 @@ def corpus_synth(
                 "dropped_for_decontamination": stats["dropped"],
                 "findings_per_rule": _rule_counts(world, counts),
             },
+            "text": text_statistics(texts),
             "outputs": {name: sha256_file(tmp / name) for name in files},
             "generation_s": round(gen_s, 3),
             "wall_s": round(time.time() - t0, 3),
