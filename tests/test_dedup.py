@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+import pytest
+
 from expertlm.corpus.clean import words
 from expertlm.corpus.dedup import ExactDedup, NearDedup
 
@@ -96,3 +99,39 @@ def test_short_documents_are_compared_whole():
     assert d.is_duplicate("tiny text") is False
     assert d.is_duplicate("Tiny, text!") is True
     assert d.is_duplicate("other tiny") is False
+
+
+# --- the primitives: the same signatures as datasketch, whatever the blocks ----------------------
+
+
+def test_signatures_are_datasketchs_affine32_minhash():
+    datasketch = pytest.importorskip("datasketch")
+    if int(datasketch.__version__.split(".")[0]) < 2:
+        pytest.skip("datasketch < 2 has another permutation scheme")
+    from datasketch import MinHash, MinHashLSH
+
+    from expertlm.corpus.dedup import MinHasher, lsh_params, shingle_hashes
+
+    hasher = MinHasher(num_perm=128, shingle_words=5, seed=1)
+    for text in ["", "one", "a b c d", " ".join(random_words(3000, seed=9))]:
+        m = MinHash(num_perm=128, seed=1, hashfunc=int)
+        for block in shingle_hashes(text, 5):
+            m.update_batch(block.tolist())
+        assert (hasher.signature(text) == m.hashvalues).all()
+    for threshold in (0.5, 0.7, 0.8, 0.9):
+        lsh = MinHashLSH(threshold=threshold, num_perm=128)
+        assert lsh_params(threshold, 128) == (lsh.b, lsh.r)
+
+
+def test_shingles_and_words_do_not_depend_on_blocks_or_chunks(monkeypatch):
+    from expertlm.corpus import clean, dedup
+
+    text = " ".join(random_words(5000, seed=11)) + " Straße ﬁbre ΣΑΣ naïve İstanbul K"
+    whole = {n: set(np.concatenate(list(dedup.shingle_hashes(text, n))).tolist()) for n in (1, 5)}
+    monkeypatch.setattr(dedup, "BLOCK_WORDS", 7)
+    monkeypatch.setattr(clean, "_CHUNK_CHARS", 13)
+    for n in (1, 5):
+        assert set(np.concatenate(list(dedup.shingle_hashes(text, n))).tolist()) == whole[n]
+    assert [w for b in dedup.iter_word_blocks(text) for w in b] == words(text)
+    pieces = list(clean.casefold_chunks("x" * 40 + " y"))  # no break within a chunk's length
+    assert [w for c in pieces for w in clean.word_pattern.findall(c)] == ["x" * 40, "y"]

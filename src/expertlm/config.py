@@ -34,6 +34,8 @@ MIN_VOCAB_SIZE = 257
 RESERVED_FIELDS = ("id", "text", "year", "source")
 # Device names (whether this machine has one is `dist.pick_device`'s question).
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# --shard I/N: task I of N (corpus/shard.py assigns the documents).
+SHARD = re.compile(r"(\d+)/(\d+)")
 
 # Flags that are not the field's name with dashes (the CLI and every error message use these).
 FLAGS = {"from_year": "--from", "to_year": "--to", "lam": "--lambda", "max_time_s": "--max-time",
@@ -104,6 +106,13 @@ class StageConfig(BaseModel):
         return errors
 
 
+def _shard_spec(v: str | None) -> str | None:
+    m = SHARD.fullmatch(v.strip()) if v is not None else None
+    if v is not None and not (m and int(m.group(1)) < int(m.group(2))):
+        raise ValueError(f"{v!r}: expected I/N with 0 <= I < N, e.g. 0/16")
+    return v
+
+
 class CorpusConfig(StageConfig):
     """Options of `corpus build`."""
 
@@ -146,6 +155,16 @@ class CorpusConfig(StageConfig):
     """Seed of the hash-based split."""
     skip_bad: bool = False
     """Count and skip malformed records instead of stopping at the first."""
+    workers: int | None = Field(None, ge=1)
+    """Worker processes for cleaning, hashing and MinHash (default: one per core, or none for
+    inputs under 8 MB); the output is the same for any number."""
+    shard: str | None = None
+    """I/N: do only task I's share of the per-document work (0 <= I < N, documents by a hash of
+    their position) into --out, for a later --merge (e.g. one Slurm array task each)."""
+    merge: Path | None = None
+    """Folder of the N --shard I/N outputs to merge into the corpus (same sources and options)."""
+
+    _shard = field_validator("shard")(_shard_spec)
 
     @field_validator("keep_fields")
     @classmethod
@@ -164,6 +183,8 @@ class CorpusConfig(StageConfig):
             and self.min_year > self.max_year
         ):
             raise ValueError(f"min_year {self.min_year} is after max_year {self.max_year}")
+        if self.shard is not None and self.merge is not None:
+            raise ValueError("--shard and --merge: a task either does a shard or merges them")
         return self
 
 
@@ -284,7 +305,22 @@ class TokenizerCompareConfig(StageConfig):
 
 
 class PrepareConfig(StageConfig):
-    """Options of `data prepare` (none yet: the corpus and the tokenizer decide everything)."""
+    """Options of `data prepare` (the corpus and the tokenizer decide the tokens)."""
+
+    shard: str | None = None
+    """I/N: encode only task I's share of the documents (0 <= I < N, by a hash of their
+    position) into --out, for a later --merge (e.g. one Slurm array task each)."""
+    merge: Path | None = None
+    """Folder of the N --shard I/N outputs to concatenate into the shards (same corpus and
+    tokenizer)."""
+
+    _shard = field_validator("shard")(_shard_spec)
+
+    @model_validator(mode="after")
+    def _one_role(self) -> PrepareConfig:
+        if self.shard is not None and self.merge is not None:
+            raise ValueError("--shard and --merge: a task either does a shard or merges them")
+        return self
 
 
 class GPT2Overrides(StageConfig):

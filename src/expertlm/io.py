@@ -7,6 +7,7 @@ half-written folder and never destroys the previous one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import glob
@@ -214,6 +215,42 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GzipMembers:
+    """Write a `.gz` file as a series of gzip members of about `block_bytes` of data each, every
+    member compressed by `compress(data) -> Future[bytes]` (in worker processes, say), written in
+    order. Blocks are cut after the write that fills them, so the file depends only on the data
+    written. Any gzip reader reads the members as one stream (as it does BGZF or pigz output)."""
+
+    def __init__(self, path: str | os.PathLike, compress: Callable[[bytes], Any],
+                 block_bytes: int = 1 << 20, in_flight: int = 4) -> None:  # fmt: skip
+        self._f = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.compress, self.block_bytes, self.in_flight = compress, block_bytes, in_flight
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._members = 0
+        self._pending: collections.deque = collections.deque()
+
+    def write(self, data: bytes) -> None:
+        self._buf.append(data)
+        self._size += len(data)
+        if self._size >= self.block_bytes:
+            self._cut()
+
+    def _cut(self) -> None:
+        self._pending.append(self.compress(b"".join(self._buf)))
+        self._members += 1
+        self._buf, self._size = [], 0
+        while len(self._pending) > self.in_flight:
+            self._f.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self._buf or not self._members:  # an empty file is still one (empty) member
+            self._cut()
+        while self._pending:
+            self._f.write(self._pending.popleft().result())
+        self._f.close()
 
 
 def read_lines(

@@ -10,7 +10,7 @@ analysis.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from expertlm.corpus.clean import iter_words
@@ -36,6 +36,19 @@ class Decontaminator:
                 n_items += 1
         self.n_items = n_items
         self.items_leaked: set[int] = set()
+
+    @classmethod
+    def of_texts(cls, items: Iterable[Iterable[str]], n: int = 13) -> Decontaminator:
+        """An index of candidate items given as their texts (item k: every version of it), to
+        stream a training corpus through `is_contaminated` (`bench make --decontam`); the
+        indexes of the items a document leaked are collected in `items_leaked`."""
+        self = cls([], n)
+        for k, texts in enumerate(items):
+            for text in texts:
+                for h in self._ngrams(text):
+                    self.index.setdefault(h, k)
+            self.n_items = k + 1
+        return self
 
     def _ngrams(self, text: str) -> Iterator[int]:
         # one word at a time: memory does not grow with the document. Python's tuple hash is

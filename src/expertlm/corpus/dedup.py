@@ -1,21 +1,32 @@
-"""Deduplication: exact (hash of the cleaned text) and near (MinHash + LSH, datasketch).
+"""Deduplication primitives: exact (hash of the cleaned text) and near (MinHash + LSH bands).
 
-Both are streaming: the first occurrence is kept, later copies are dropped. The only state
-that grows with the corpus is the index (16 bytes per document for exact, `num_perm` x 4 bytes
-plus the LSH band keys for near); within a document, shingles are hashed a block at a time, so
-one huge document needs no more memory than a block.
+A document's near-duplicate signature is the MinHash of its word shingles (`shingle_words`-grams
+of the case-folded words), with datasketch 2.0's `affine32` scheme (the MurmurHash3 finaliser on
+each shingle hash, then `a * h + b mod 2**32` per permutation, `a` odd, drawn from
+`RandomState(seed)` as datasketch draws them), computed here in numpy so that the signatures do
+not change with the installed datasketch. The LSH bands and rows are datasketch's optimal ones
+for the threshold (`lsh_params`); a band's key is a 64-bit hash of its rows.
+
+`corpus build` applies these through the bounded index of `corpus/index.py`; `ExactDedup` and
+`NearDedup` are the same decisions kept in memory, one document at a time (the first occurrence
+is kept, later copies are dropped, and only kept documents are indexed). Within a document,
+shingles are hashed a block at a time, so one huge document needs no more memory than a block.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from itertools import islice
+from functools import cache
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
-from expertlm.corpus.clean import iter_words
+from expertlm.corpus.clean import casefold_chunks, word_pattern
+
+
+def text_digest(text: str) -> bytes:
+    """16 bytes that identify a cleaned text: what exact deduplication compares."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 class ExactDedup:
@@ -24,7 +35,7 @@ class ExactDedup:
 
     def is_duplicate(self, text: str) -> bool:
         """True if this exact text was seen before; otherwise remember it."""
-        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        digest = text_digest(text)
         if digest in self._seen:
             return True
         self._seen.add(digest)
@@ -33,49 +44,68 @@ class ExactDedup:
 
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier (polynomial base)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser constant
+_MIX3 = np.uint64(0x94D049BB133111EB)  # splitmix64 finaliser constant
 
 
-# Words hashed per block: a document's shingles are hashed and fed to MinHash a block at a time,
-# so memory stays near a block's worth (datasketch's update holds num_perm x 8 bytes a shingle:
-# a 50 MB document at once would take ~9 GB).
+# Words hashed per block: a document's shingles are hashed and permuted a block at a time, so
+# memory stays near a block's worth (num_perm x 4 bytes a shingle while permuting).
 BLOCK_WORDS = 16_384
+# Distinct words whose hashes are remembered (per process; ~120 bytes each). Words follow Zipf's
+# law, so most lookups hit; the cache is emptied when full, so memory stays bounded.
+CACHE_WORDS = 200_000
+_word_hashes: dict[str, int] = {}
+
+
+def _hash_words(words: list[str]) -> np.ndarray:
+    """(len(words),) uint64: the first 8 bytes (little-endian) of each word's blake2b."""
+    get = _word_hashes.get
+    hashes = list(map(get, words))
+    if None in hashes:
+        if len(_word_hashes) > CACHE_WORDS:
+            _word_hashes.clear()
+        for w in set(words).difference(_word_hashes):
+            digest = hashlib.blake2b(w.encode(), digest_size=8).digest()
+            _word_hashes[w] = int.from_bytes(digest, "little")
+        hashes = [_word_hashes[w] for w in words]
+    return np.array(hashes, dtype=np.uint64)
+
+
+def iter_word_blocks(text: str) -> Iterator[list[str]]:
+    """The case-folded words (`clean.words`) of `text` in order, in lists of at most
+    `BLOCK_WORDS`: memory does not grow with the document."""
+    block: list[str] = []
+    for chunk in casefold_chunks(text):
+        block += word_pattern.findall(chunk)
+        while len(block) >= BLOCK_WORDS:
+            yield block[:BLOCK_WORDS]
+            block = block[BLOCK_WORDS:]
+    if block:
+        yield block
 
 
 def shingle_hashes(text: str, n: int) -> Iterator[np.ndarray]:
     """32-bit hashes of the word n-grams of the case-folded text, in order, as uint32 arrays of
     at most `BLOCK_WORDS` (one hash of all words if the text has fewer than `n`).
 
-    Each distinct word of a block is hashed once (blake2b); n-gram hashes are then a polynomial
-    over the word hashes, vectorised in numpy. This replaces hashing every shingle's bytes with
-    sha1 in Python, which was ~70% of `corpus build`'s time on full-text papers.
+    Each word is hashed once (blake2b, cached across documents); an n-gram's hash is a
+    polynomial over its words' hashes with a splitmix64 finish, vectorised in numpy.
     """
-    it, carry, done = iter_words(text), [], False
-    while True:
-        new = list(islice(it, BLOCK_WORDS))
-        if not new and done:
-            return
-        block = carry + new
-        if len(block) < n:
-            if not done:  # the whole text has fewer than n words
-                yield _polynomial(block, len(block), 1)
-            return
-        yield _polynomial(block, n, len(block) - n + 1)
-        done, carry = True, block[len(block) - n + 1 :]
+    carry = np.empty(0, dtype=np.uint64)  # the last n - 1 word hashes of the previous block
+    seen = 0
+    for block in iter_word_blocks(text):
+        wh = np.concatenate([carry, _hash_words(block)])
+        seen += len(block)
+        if len(wh) >= n:
+            yield _polynomial(wh, n, len(wh) - n + 1)
+            carry = wh[len(wh) - (n - 1) :]
+        else:
+            carry = wh
+    if seen < n:  # the whole text has fewer than n words (none at all: the hash of nothing)
+        yield _polynomial(carry, len(carry), 1)
 
 
-def _polynomial(w: list[str], width: int, count: int) -> np.ndarray:
-    """(count,) uint32: the hashes of the `count` windows of `width` words of `w`."""
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(x, len(index)) for x in w), dtype=np.int64, count=len(w))
-    uniq = np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(x.encode(), digest_size=8).digest(), "little")
-            for x in index
-        ),
-        dtype=np.uint64,
-        count=len(index),
-    )
-    wh = uniq[ids]  # (W,) uint64 hash of each word occurrence
+def _polynomial(wh: np.ndarray, width: int, count: int) -> np.ndarray:
+    """(count,) uint32: the hashes of the `count` windows of `width` word hashes of `wh`."""
     h = np.zeros(count, dtype=np.uint64)
     for k in range(width):  # uint64 arithmetic wraps: a polynomial hash mod 2**64
         h = h * _MIX1 + wh[k : k + count]
@@ -85,36 +115,108 @@ def _polynomial(w: list[str], width: int, count: int) -> np.ndarray:
     return (h >> np.uint64(32)).astype(np.uint32)
 
 
-def _identity(x: int) -> int:
-    return x
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (datasketch 2.0 applies it before the permutations)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+# Shingles permuted at once: (rows, num_perm) uint32 stays in the CPU cache.
+_PERMUTE_ROWS = 1024
+
+
+class MinHasher:
+    """MinHash signatures of word shingles: `signature(text)` is `(num_perm,)` uint32."""
+
+    def __init__(self, num_perm: int = 128, shingle_words: int = 5, seed: int = 1) -> None:
+        self.num_perm, self.n, self.seed = num_perm, shingle_words, seed
+        # datasketch's affine32 draw (MinHash._init_permutations): a odd, then b
+        gen = np.random.RandomState(seed)
+        self.a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        self.b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+        self._buf = np.empty((_PERMUTE_ROWS, num_perm), dtype=np.uint32)
+
+    def signature(self, text: str) -> np.ndarray:
+        sig = np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint32)
+        for block in shingle_hashes(text, self.n):  # a running minimum: blocks give the same
+            mixed = _fmix32(block)
+            for i in range(0, len(mixed), _PERMUTE_ROWS):
+                h = mixed[i : i + _PERMUTE_ROWS]
+                x = self._buf[: len(h)]
+                np.multiply(h[:, None], self.a, out=x)  # (rows, num_perm), wraps mod 2**32
+                x += self.b
+                np.minimum(sig, x.min(axis=0), out=sig)
+        return sig
+
+
+@cache
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows): datasketch's `_optimal_param` with equal weights, the (b, r), b * r <=
+    num_perm, that minimises the summed false-positive and false-negative probability mass of
+    the S-curve 1 - (1 - s**r)**b about `threshold`."""
+    from scipy.integrate import quad
+
+    def false_positive(b: int, r: int) -> float:
+        return quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
+
+    def false_negative(b: int, r: int) -> float:
+        return quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
+
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            error = 0.5 * false_positive(b, r) + 0.5 * false_negative(b, r)
+            if error < best:
+                best, opt = error, (b, r)
+    return opt
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(docs, bands) uint64: a 64-bit hash of each band's `rows` values and the band's index.
+    Two documents are LSH candidates when they share a key (a collision, odds ~2**-64 a pair,
+    only adds a candidate, which must still pass the Jaccard check)."""
+    x = sigs[:, : bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
+    h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * _MIX3, x.shape[:2]).copy()
+    for k in range(rows):
+        h = h * _MIX1 + x[:, :, k]
+    h ^= h >> np.uint64(30)
+    h *= _MIX2
+    h ^= h >> np.uint64(27)
+    h *= _MIX3
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def similar(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
+    """Whether two signatures' estimated Jaccard similarity reaches `threshold`."""
+    return float(np.mean(a == b)) >= threshold
 
 
 class NearDedup:
-    """MinHash signatures indexed by LSH; LSH candidates are confirmed by their estimated
-    Jaccard similarity, so a document is dropped only when it is really above the threshold."""
+    """MinHash signatures indexed by LSH bands, in memory; LSH candidates are confirmed by their
+    estimated Jaccard similarity, so a document is dropped only when it is really above the
+    threshold. (`corpus build` takes the same decisions with the bounded index.)"""
 
     def __init__(
         self, threshold: float = 0.8, num_perm: int = 128, shingle_words: int = 5, seed: int = 1
     ) -> None:
-        self.threshold, self.num_perm, self.n, self.seed = threshold, num_perm, shingle_words, seed
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self._sigs: dict[int, np.ndarray] = {}  # key -> (num_perm,) uint32: hash values are < 2**32
-
-    def signature(self, text: str) -> MinHash:
-        # Shingles arrive already hashed to 32 bits; datasketch applies its permutations.
-        m = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=_identity)
-        for block in shingle_hashes(text, self.n):  # a running minimum: blocks give the same
-            m.update_batch(block.tolist())
-        return m
+        self.threshold = threshold
+        self.hasher = MinHasher(num_perm, shingle_words, seed)
+        self.bands, self.rows = lsh_params(threshold, num_perm)
+        self._buckets: dict[int, list[int]] = {}
+        self._sigs: list[np.ndarray] = []
 
     def is_duplicate(self, text: str) -> bool:
         """True if a kept document is a near duplicate of `text`; otherwise index `text`."""
-        m = self.signature(text)
-        sig = m.hashvalues.astype(np.uint32)  # (num_perm,): affine32 values are < 2**32
-        for key in self._lsh.query(m):
-            if float(np.mean(self._sigs[key] == sig)) >= self.threshold:
-                return True
-        key = len(self._sigs)
-        self._sigs[key] = sig
-        self._lsh.insert(key, m, check_duplication=False)
+        sig = self.hasher.signature(text)
+        keys = band_keys(sig[None], self.bands, self.rows)[0].tolist()
+        candidates = {j for k in keys for j in self._buckets.get(k, ())}
+        if any(similar(self._sigs[j], sig, self.threshold) for j in sorted(candidates)):
+            return True
+        for k in keys:
+            self._buckets.setdefault(k, []).append(len(self._sigs))
+        self._sigs.append(sig)
         return False

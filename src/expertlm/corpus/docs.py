@@ -6,6 +6,7 @@ a corpus only through `iter_docs` and identify it by `corpus_hash`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from expertlm.io import combine_hashes, iter_jsonl, read_json, sha256_file
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
+
+
+def in_val(doc_id: str, val_frac: float, seed: int = 0) -> bool:
+    """Hash-based split: a document's split depends only on its id (and the seed), so adding
+    documents never moves existing ones between train and validation."""
+    digest = hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < val_frac
 
 
 def split_file(corpus: str | Path, split: str) -> Path:

@@ -311,21 +311,8 @@ class Reader:
         )
 
     def check_fields(self) -> None:
-        """After every record: a field the user named (or the year field, when a year filter is
-        set) that no record had is an error naming the fields seen."""
-        if not self.records:
-            return
-        cfg, given = self.cfg, self.cfg.model_fields_set
-        named = {cfg.id_field: "id_field" in given, cfg.year_field: "year_field" in given or
-                 cfg.min_year is not None or cfg.max_year is not None,
-                 **dict.fromkeys(cfg.keep_fields, True)}  # fmt: skip
-        missing = [f for f, found in self.found.items() if not found and named.get(f)]
-        if missing:
-            flags = {cfg.id_field: "--id-field", cfg.year_field: "--year-field"}
-            what = ", ".join(f"'{f}' ({flags.get(f, '--keep-field')})" for f in missing)
-            raise ExpertlmError(
-                f"no record has the field(s) {what}; fields seen: {names(self.seen) or 'none'}"
-            )
+        """After every record: see `check_fields`."""
+        check_fields(self.cfg, self.found, self.seen, self.records)
 
     def _jsonl(self, path: Path) -> Iterator[RawDoc]:
         for lineno, line in self._lines(path):
@@ -487,6 +474,24 @@ class Reader:
             self.on_bytes(f.stat().st_size)
 
 
+def check_fields(cfg: CorpusConfig, found: dict[str, bool], seen: dict, records: int) -> None:
+    """After every record (of every shard): a field the user named (or the year field, when a
+    year filter is set) that no record had is an error naming the fields seen."""
+    if not records:
+        return
+    given = cfg.model_fields_set
+    named = {cfg.id_field: "id_field" in given, cfg.year_field: "year_field" in given or
+             cfg.min_year is not None or cfg.max_year is not None,
+             **dict.fromkeys(cfg.keep_fields, True)}  # fmt: skip
+    missing = [f for f, ok in found.items() if not ok and named.get(f)]
+    if missing:
+        flags = {cfg.id_field: "--id-field", cfg.year_field: "--year-field"}
+        what = ", ".join(f"'{f}' ({flags.get(f, '--keep-field')})" for f in missing)
+        raise ExpertlmError(
+            f"no record has the field(s) {what}; fields seen: {names(seen) or 'none'}"
+        )
+
+
 class _LineTracker:
     """Feeds decoded lines to csv.reader while remembering the current physical line number."""
 
@@ -525,6 +530,8 @@ __all__ = [
     "SUFFIXES",
     "HFSource",
     "RawDoc",
+    "Reader",
+    "check_fields",
     "describe_source",
     "expand_sources",
     "parse_year",
