@@ -204,9 +204,10 @@ def test_original_and_altered_are_only_for_pairs():
 @pytest.mark.parametrize(
     ("row", "message"),
     [({"choices": ["a", "b", "c"], "answer": 3}, "field answer: expected the index of the right "
-      "choice, 0 to 2 (got 3)"),
-     ({"choices": ["a", "b"], "answer": -1}, "0 to 1 (got -1)"),
-     ({"choices": ["a", "b"], "answer": "A"}, "(got 'A')"),
+      "choice, 0 to 2, or its letter, A to C (got 3)"),
+     ({"choices": ["a", "b"], "answer": -1}, "0 to 1, or its letter, A to B (got -1)"),
+     ({"choices": ["a", "b"], "answer": "C"}, "(got 'C')"),
+     ({"choices": ["a", "b"], "answer": "1"}, "(got '1')"),
      ({"choices": ["a", "b"], "answer": True}, "(got True)"),
      ({"choices": ["a", "b"]}, "(got None)"),
      ({"choices": ["only"], "answer": 0}, "field choices: 1 choice(s), an item needs two or more"),

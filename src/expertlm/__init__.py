@@ -8,6 +8,8 @@ Every stage is one function here and one CLI verb with the same arguments:
     corpus_pmc        expertlm corpus pmc          PubMed Central OA (pubget) -> FILE.jsonl.gz
     corpus_synth      expertlm corpus synth        seed -> synthetic field (literature, benchmark)
     bench_fetch       expertlm bench fetch         published benchmark -> folder
+    bench_make        expertlm bench make          newest papers -> benchmark/ (--pairs: pairs)
+    bench_export      expertlm bench export        benchmark -> lm-evaluation-harness task folder
     tokenizer_train   expertlm tokenizer train     corpus/ -> tokenizer/
     tokenizer_compare expertlm tokenizer compare   tokenizers x corpus -> table/JSON
     data_prepare      expertlm data prepare        corpus/ + tokenizer/ -> shards/
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 # The stage functions, by name (the registry in experiment/stages.py says where each lives).
 _STAGES = ("corpus_build", "corpus_pubmed", "corpus_pmc", "corpus_synth", "bench_fetch",
+           "bench_make", "bench_export",
            "tokenizer_train", "tokenizer_compare", "data_prepare", "train", "merge", "export",
            "eval_bench", "eval_ppl", "eval_compare", "eval_humans", "run", "report", "demo")  # fmt: skip
 __all__ = ["ExpertlmError", "__version__", *_STAGES]

@@ -30,7 +30,7 @@ GROUPS = {
     "corpus": "Build training corpora from a field's literature.",
     "tokenizer": "Train and compare tokenizers.",
     "data": "Tokenize corpora into training shards.",
-    "bench": "Fetch published benchmarks.",
+    "bench": "Make benchmarks from a field's newest papers; fetch published ones; export them.",
     "eval": "Score models on benchmarks and corpora; compare results; human baselines.",
 }
 SHARED = {  # the parameters several stages take, besides inputs, out and options

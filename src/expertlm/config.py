@@ -601,28 +601,93 @@ class ScoringOptions(StageConfig):
     _device = field_validator("device")(_device_name)
 
 
-class EvalBenchConfig(ScoringOptions):
-    """Options of `eval bench`."""
+class PromptOptions(StageConfig):
+    """How a benchmark's items become scored text (shared by `eval bench` and `bench export`)."""
 
     template: str = "none"
-    """Prompt template: a name (none, neuro) or any string with one {abstract}."""
+    """Prompt template: a name (none, neuro) or any string with one {abstract} (an exam's
+    question goes in its place)."""
     repair: bool = False
     """Re-derive both versions from the [[original, altered]] markers where unambiguous; drop
     rows whose markers are malformed or ambiguous."""
-    isolated: bool = False
-    """Also score each sentence that carries a change as its own item (isolated sentences)."""
     reduction: Literal["mean", "sum"] = "mean"
     """Mean NLL per predicted token (the published rule) or summed NLL."""
     score_template: bool = True
     """Score the template's tokens too (as published) or only the abstract's."""
     bos: bool | None = None
     """Prepend a BOS token (True), never (False), or as the tokenizer does by default (None)."""
+    target_delimiter: str = " "
+    """Exams: the text between the question and a choice (lm-eval's target_delimiter)."""
+
+
+class EvalBenchConfig(ScoringOptions, PromptOptions):
+    """Options of `eval bench`."""
+
+    isolated: bool = False
+    """Also score each sentence that carries a change as its own item (isolated sentences)."""
     share_prefix: bool = True
     """Run the two versions' shared prefix once (same numbers, less compute)."""
     bins: int = Field(10, ge=1)
     """Calibration bins (equal-count, by confidence rank)."""
     seed: int = 0
     """Seed of the bootstrap and of the calibration regression's folds."""
+
+
+class BenchMakeConfig(StageConfig):
+    """Options of `bench make`."""
+
+    after: int | None = None
+    """The training cutoff (required): items come from documents published after this year
+    (with --pairs, pairs from documents published in it or before)."""
+    pairs: bool = False
+    """Write the alterations as preference pairs (pairs.jsonl: prompt, chosen, rejected, TRL's
+    format) from the documents up to the cutoff, instead of a benchmark."""
+    equal_tokens: bool = False
+    """Keep only items whose two versions have as many tokens under every --tokenizer (a
+    reversed word takes the first partner that keeps the count)."""
+    text_field: str | None = None
+    """Field holding the abstract (default: abstract where a document has one, else text)."""
+    id_field: str = "id"
+    """Field with the document's id (the benchmark's doi column; a doi field is preferred)."""
+    year_field: str = "year"
+    """Field with the publication year."""
+    section_field: str | None = None
+    """Field giving the journal_section column (default: the first of journal_section, section,
+    field, subjects that a document has)."""
+    drop_title: bool = True
+    """Leave out a first paragraph that is a one-line title (text = title, blank line, abstract)."""
+    min_sentences: int = Field(4, ge=2)
+    """Abstracts with fewer sentences are left out (too_short)."""
+    max_places: int = Field(5, ge=1)
+    """Most places one finding may be reversed in (more: left out, too_many_places)."""
+    decontam_ngram: int = Field(13, ge=1)
+    """Length in words of the n-grams shared with a --decontam corpus that leave an item out."""
+    max_items: int | None = Field(None, ge=1)
+    """Stop after this many items."""
+    llm_max_new_tokens: int = Field(384, ge=16)
+    """--llm: the most tokens the model may answer with."""
+
+    @model_validator(mode="after")
+    def _cutoff(self) -> BenchMakeConfig:
+        if self.after is None:
+            raise ValueError("--after YEAR is required: the training cutoff (items come from later papers)")
+        return self
+
+
+class BenchExportConfig(PromptOptions):
+    """Options of `bench export`."""
+
+    format: Literal["lm-eval"] = "lm-eval"
+    """The harness to export to: lm-eval (an lm-evaluation-harness task folder)."""
+    name: str | None = None
+    """The task's name (default: from the benchmark's file name)."""
+
+    @field_validator("name")
+    @classmethod
+    def _task_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v):
+            raise ValueError(f"'{v}': a task name is letters, digits and '_', starting with a letter")
+        return v
 
 
 class EvalPplConfig(ScoringOptions):
@@ -652,6 +717,9 @@ class EvalCompareConfig(StageConfig):
 
     seed: int = 0
     """Seed of the paired bootstrap."""
+    metric: Literal["correct", "acc", "acc_norm", "acc_bytes"] = "correct"
+    """The items.csv column compared: correct (the perplexity rule), or an exam's lm-eval
+    accuracy (acc, acc_norm, acc_bytes)."""
 
 
 class RunConfig(StageConfig):

@@ -2,8 +2,9 @@
 the `[[original, altered]]` markers; isolated-sentence items.
 
 An item is N alternative texts (choices), one of them right, optionally after a shared context
-(an exam question): JSONL `{"id", "section", "choices": [...], "answer": index}`, with `context`
-(or `question`). A BrainBench item is the N = 2 case: one abstract in two versions, the original
+(an exam question): JSONL `{"id", "section", "choices": [...], "answer": index or letter}`, with
+`context` (or `question`), or the exam CSV `question,A,B,C,D,answer` (told from a BrainBench CSV
+by its header). A BrainBench item is the N = 2 case: one abstract in two versions, the original
 result (the right one) and an altered one, JSONL `{"id", "section", "original", "altered"}`.
 
 The BrainBench CSV carries both versions twice: as full texts (`original_abstract`,
@@ -207,6 +208,12 @@ def _check_distinct(item: Item, src: str) -> None:
 
 
 def _read_csv(path: Path) -> list[tuple[Item, str]]:
+    """The BrainBench CSV, or an exam CSV (`question,A,B,C,D,answer`), told apart by its header."""
+    reader = csv_rows(path, ())
+    first = next(reader, None)
+    header = list(first[1]) if first else []
+    if "original_abstract" not in header and {"question", "answer", "A", "B"} <= set(header):
+        return _read_exam_csv(path, itertools.chain([first], reader), header)
     rows = []
     for row_no, (line, row) in enumerate(
         csv_rows(path, ("original_abstract", "incorrect_abstract")), 1
@@ -249,17 +256,42 @@ def _choice_item(obj: dict, src: str, item_id: str, section: str, lineno: int) -
         raise ExpertlmError(
             f"{src}: field choices: {len(choices)} choice(s), an item needs two or more"
         )
-    answer = obj.get("answer")
-    # bool is an int in Python, and `true` is no index
-    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
-        raise ExpertlmError(
-            f"{src}: field answer: expected the index of the right choice, 0 to "
-            f"{len(choices) - 1} (got {answer!r})"
-        )
+    answer = _answer_index(obj.get("answer"), len(choices), src)
     context = obj.get("context", obj.get("question", ""))
     if not isinstance(context, str):
         raise ExpertlmError(f"{src}: field context (or question): expected a text")
     return Item(item_id, section, tuple(choices), answer, context, row=lineno)
+
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _answer_index(answer, n: int, src: str) -> int:
+    """The right choice's index from an index (JSON integer) or a letter ("B", "b", "(B)")."""
+    if isinstance(answer, str) and len(letter := answer.strip().strip("()").upper()) == 1:
+        answer = LETTERS.find(letter) if letter in LETTERS[:n] else answer
+    # bool is an int in Python, and `true` is no index
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < n:
+        raise ExpertlmError(f"{src}: field answer: expected the index of the right choice, 0 to "
+                            f"{n - 1}, or its letter, A to {LETTERS[n - 1]} (got {answer!r})")  # fmt: skip
+    return answer
+
+
+def _read_exam_csv(path: Path, rows, header: list[str]) -> list[tuple[Item, str]]:
+    """`question,A,B,C,D,answer` (the common exam layout; optional id and section/subject
+    columns): choices are the letter columns from A on; a row may leave the last ones empty."""
+    letters = list(itertools.takewhile(lambda c: c in header, LETTERS))
+    out = []
+    for row_no, (line, row) in enumerate(rows, 1):
+        src = where(path, line)
+        choices = [row[c] or "" for c in letters]
+        while len(choices) > 2 and not choices[-1].strip():
+            choices.pop()
+        item_id = (row.get("id") or "").strip() or f"row{row_no}"
+        section = (row.get("section") or row.get("subject") or "").strip()
+        answer = _answer_index(row["answer"] or "", len(choices), src)
+        out.append((Item(item_id, section, tuple(choices), answer, row["question"] or "", row=row_no), src))
+    return out
 
 
 # --- markers ---------------------------------------------------------------------------------
@@ -423,17 +455,22 @@ def split_sentences(text: str) -> list[str]:
     """Sentences of an abstract: a break after . ! or ? followed by space and a capital or digit,
     except after common abbreviations (e.g., i.e., et al., Fig., single initials). A rule-based
     stand-in for NLTK's punkt, which the published analysis used (punkt needs a download)."""
+    return [s for s in (text[a:b].strip() for a, b in sentence_spans(text)) if s]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """`split_sentences` as (start, end) character spans of `text` (each span ends after the
+    whitespace that follows its sentence, so the spans tile the text)."""
     out, start = [], 0
     for m in _END.finditer(text):
         head = text[start : m.start() + 1]
         if _ABBREV.search(head.rstrip("\"')]")):
             continue
-        out.append(text[start : m.end()].strip())
+        out.append((start, m.end()))
         start = m.end()
-    tail = text[start:].strip()
-    if tail:
-        out.append(tail)
-    return [s for s in out if s]
+    if text[start:].strip():
+        out.append((start, len(text)))
+    return out
 
 
 def diff_parts(original: str, altered: str) -> list[str | tuple[str, str]]:

@@ -26,7 +26,8 @@ from expertlm.config import EvalBenchConfig, EvalCompareConfig, EvalHumansConfig
 from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
 from expertlm.eval import stats
-from expertlm.eval.benchmark import apply_template, isolated_items, load_benchmark, resolve_template
+from expertlm.eval.benchmark import isolated_items, load_benchmark, resolve_template
+from expertlm.eval.exams import METRICS, exam_cells, metrics_summary, prompt_texts
 from expertlm.io import (
     atomic_dir,
     check_output,
@@ -47,10 +48,12 @@ ITEM_COLUMNS = ("id", "section", "parent", "tokens_original", "tokens_altered", 
 
 def choice_columns(k: int) -> tuple[str, ...]:
     """items.csv's columns for a benchmark with other items (up to `k` choices an item; cells
-    past an item's own number of choices are empty); choice is the chosen index or tie."""
-    per_choice = tuple(f"{what}_{j}" for what in ("tokens", "nll", "ppl") for j in range(k))
-    return ("id", "section", "parent", "n_choices", "answer", "choice", "correct", *per_choice,
-            "confidence", "log_confidence", "windowed")  # fmt: skip
+    past an item's own number of choices are empty); choice is the chosen index or tie; `correct`
+    is the perplexity rule's, `acc`, `acc_norm`, `acc_bytes` lm-eval's (`exams.py`), from the
+    log-likelihoods `ll_k` of each choice's continuation."""
+    per_choice = tuple(f"{what}_{j}" for what in ("tokens", "nll", "ppl", "ll") for j in range(k))
+    return ("id", "section", "parent", "n_choices", "answer", "choice", "correct", *METRICS,
+            *per_choice, "confidence", "log_confidence", "windowed")  # fmt: skip
 
 
 def model_identity(name: str | Path) -> dict:
@@ -76,15 +79,11 @@ def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progres
     """Score every choice of every item: one row per item, in the layout of items.csv
     (`ITEM_COLUMNS` when every item is a BrainBench pair, else `choice_columns`)."""
     pair_layout = all(it.is_pair for it in items)
-    encoded = []
-    for it in items:
-        versions = []
-        for choice in it.choices:
-            # the template wraps the whole scored text: the context (if any) and the choice
-            text = f"{it.context} {choice}" if it.context else choice
-            prompt, start = apply_template(template, text)
-            versions.append(scorer.encode(prompt, start if not cfg.score_template else 0))
-        encoded.append(versions)
+    encoded = [
+        [scorer.encode(prompt, start if not cfg.score_template else 0)
+         for prompt, start in prompt_texts(it, template, cfg.target_delimiter)]
+        for it in items
+    ]  # fmt: skip
     rows = []
     chunk = 16  # items per scoring call: the bar moves, and batches still fill
     with count_progress(show_progress) as bar:
@@ -97,8 +96,11 @@ def score_items(scorer, items, cfg: EvalBenchConfig, template: str, show_progres
             else:
                 flat = iter(scorer.token_nll([s for item in seqs for s in item]))
                 nlls = [[next(flat) for _ in item] for item in seqs]
-            for it, enc, nll in zip(items[k : k + chunk], part, nlls, strict=True):
-                rows.append(_item_row(it, enc, nll, cfg, scorer.context, pair_layout))
+            cells = ([{}] * len(part) if pair_layout else
+                     exam_cells(scorer, items[k : k + chunk], seqs, nlls, template,
+                                cfg.target_delimiter, cfg.share_prefix))  # fmt: skip
+            for it, enc, nll, cell in zip(items[k : k + chunk], part, nlls, cells, strict=True):
+                rows.append(_item_row(it, enc, nll, cfg, scorer.context, pair_layout) | cell)
             bar.advance(task, len(part))
     return rows
 
@@ -157,6 +159,8 @@ def bench_summary(rows: list[dict], seed: int = 0, bins: int = 10, reduction: st
         "log_bins": stats.calibration_bins([r["log_confidence"] for r in rows], correct, bins),
         "regression": stats.calibration_regression(conf, correct, seed=seed),
     }
+    if not _pair_layout(rows):
+        out["metrics"] = metrics_summary(rows, seed=seed)
     return out
 
 
@@ -176,19 +180,20 @@ def _write_items(path: Path, rows: list[dict]) -> None:
             w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def read_items(results: str | Path) -> list[dict]:
-    """The rows of a results folder's items.csv, in either layout (`correct` parsed)."""
+def read_items(results: str | Path, column: str = "correct") -> list[dict]:
+    """The rows of a results folder's items.csv, in either layout (`column` parsed: correct, or
+    an exam's acc, acc_norm, acc_bytes)."""
     path = Path(results) / "items.csv" if Path(results).is_dir() else Path(results)
     if not path.is_file():
         raise ExpertlmError(
             f"{results}: no items.csv (not an `expertlm eval bench` results folder)"
         )
     rows = []
-    for line, r in csv_rows(path, ("id", "correct", "choice")):
+    for line, r in csv_rows(path, ("id", column, "choice")):
         try:
-            r["correct"] = int(r["correct"])
+            r[column] = int(r[column])
         except ValueError:
-            raise ExpertlmError(f"{path}:{line}: column 'correct': not 0/1") from None
+            raise ExpertlmError(f"{path}:{line}: column '{column}': not 0/1") from None
         rows.append(r)
     return rows
 
@@ -234,6 +239,7 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
         "scoring": {
             "rule": "choose the version with the lower perplexity exp(NLL); equal perplexities are ties, counted wrong",
             "template": template, "reduction": cfg.reduction, "score_template": cfg.score_template,
+            "target_delimiter": cfg.target_delimiter,
             "bos": {None: "tokenizer default", True: "prepended", False: "none"}[cfg.bos],
             "shared_prefix": cfg.share_prefix, "context": scorer.context, "stride": scorer.stride,
             "windowed_items": sum(r["windowed"] for r in rows),
@@ -254,6 +260,8 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
     lo, hi = summary["ci95"]
     info(f"accuracy {acc:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={summary['n']}, ties={summary['ties']}) "
          f"at {summary['items_per_s'] or 0:.2f} items/s -> {out}")  # fmt: skip
+    if "metrics" in summary:
+        info("lm-eval conventions: " + ", ".join(f"{m} {summary['metrics'][m]['accuracy']:.3f}" for m in METRICS))
     return summary
 
 
@@ -280,11 +288,12 @@ def isolated_summary(rows: list[dict], seed: int = 0) -> dict:
 
 def eval_compare(a: str | Path, b: str | Path, out: str | Path | None = None, **options) -> dict:
     """Paired comparison of two results folders on the same items (B minus A); the JSON also to
-    `out` if given. `options` are the fields of `EvalCompareConfig` (seed)."""
-    seed = EvalCompareConfig.from_options(options).seed
-    rows_a, rows_b = read_items(a), read_items(b)
-    ia = {r["id"]: r["correct"] for r in rows_a}
-    ib = {r["id"]: r["correct"] for r in rows_b}
+    `out` if given. `options` are the fields of `EvalCompareConfig` (seed, metric)."""
+    cfg = EvalCompareConfig.from_options(options)
+    seed, col = cfg.seed, cfg.metric
+    rows_a, rows_b = read_items(a, col), read_items(b, col)
+    ia = {r["id"]: r[col] for r in rows_a}
+    ib = {r["id"]: r[col] for r in rows_b}
     if set(ia) != set(ib):
         only_a, only_b = len(set(ia) - set(ib)), len(set(ib) - set(ia))
         raise ExpertlmError(
@@ -295,7 +304,7 @@ def eval_compare(a: str | Path, b: str | Path, out: str | Path | None = None, **
     ca = np.array([ia[i] for i in ids], dtype=float)
     cb = np.array([ib[i] for i in ids], dtype=float)
     result = {
-        "a": str(a), "b": str(b), "n": len(ids),
+        "a": str(a), "b": str(b), "n": len(ids), "metric": col,
         "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
         "b_minus_a": stats.paired_difference(ca, cb, seed=seed),
         "mcnemar": stats.mcnemar_exact(ca, cb),

@@ -147,6 +147,35 @@ class Scorer:
             return Encoded([self.bos_id, *ids], first + 1)
         return Encoded(ids, first)
 
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """A (context, continuation) request split into token ids as lm-evaluation-harness
+        splits it (`TemplateLM._encode_pair`, `loglikelihood`): the context's trailing
+        whitespace moves into the continuation; context + continuation are encoded whole and
+        split where the context's own encoding ends (token boundaries as in the joint text); an
+        empty context is the BOS token (EOS when there is none), lm-eval's `prefix_token_id`.
+        Special tokens as `encode` adds them; with the tokenizer's own (`bos` None), a text that
+        already starts with the BOS token's text gets none (lm-eval's `tok_encode`)."""
+        if not context:
+            if self.bos_id is None:
+                raise ExpertlmError(f"{self.name or 'model'}: an empty context needs a BOS or "
+                                    "EOS token to condition on, and the tokenizer has neither")  # fmt: skip
+            cont = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+            if cont and cont[0] == self.bos_id:
+                return cont[:1], cont[1:]
+            return [self.bos_id], cont
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole, ctx = self._lm_eval_ids(context + continuation), self._lm_eval_ids(context)
+        return ctx, whole[len(ctx) :]
+
+    def _lm_eval_ids(self, text: str) -> list[int]:
+        if self.bos is None and self.bos_id is not None:
+            bos_text = self.tokenizer.decode([self.bos_id])
+            if bos_text and text.startswith(bos_text):
+                return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.encode(text).ids
+
     # --- scoring -----------------------------------------------------------------------------
 
     def _auto_batch(self, longest: int) -> int:

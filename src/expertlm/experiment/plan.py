@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from expertlm import config
 from expertlm.errors import ExpertlmError
+from expertlm.experiment import make_plan
 from expertlm.experiment.stages import REGISTRY, Stage, external, within
 from expertlm.net import is_hub_id
 from expertlm.synth.build import LITERATURE
@@ -65,6 +66,7 @@ class Plan:
         self.variants: dict[str, VariantPlan] = {}
         self.humans: Stage | None = None
         self.tokenizer_comparison: Stage | None = None
+        self._pending_make: list = []  # made benchmarks, until their corpora exist (make_plan.py)
         self._build()
         from expertlm.experiment.budget import preflight  # (budget imports this module)
 
@@ -125,7 +127,7 @@ class Plan:
             self.downloads[name] = self.add("bench_fetch", f"download {name}", out / "downloads" / name, opts)  # fmt: skip
         raw = {name: self._corpus_sources(name, c) for name, c in spec.corpora.items()}
         for name, b in spec.benchmarks.items():
-            self._benchmark(name, b)
+            self._benchmark(name, b, raw)
         for name, c in spec.corpora.items():
             if raw[name] is not None:
                 self._corpus_build(name, c, *raw[name])
@@ -140,6 +142,7 @@ class Plan:
                                     {k: f"options.{k}" for k in t.options})  # fmt: skip
                 self.tokenizers[name] = self.add("tokenizer_train", f"tokenizer {name}", out / "tokenizers" / name,
                                                  opts, {"corpus": self.corpora[t.corpus]})  # fmt: skip
+        make_plan.finish_make(self)
         self.options(config.EvalBenchConfig, spec.eval.options, "eval.options")
         for n in spec.eval.benchmarks or []:
             if n not in spec.benchmarks:
@@ -157,6 +160,7 @@ class Plan:
             self._variant(i, spec.variants[i])
         if not self.problems:
             self._evaluations()
+        make_plan.dependency_order(self)  # made benchmarks may need corpora planned after them
 
     def _corpus_sources(self, name: str, c: CorpusSpec) -> tuple[list[Stage], dict] | None:
         """The inputs of a corpus: a synth or pubmed stage's file, or source files (None: an
@@ -192,8 +196,11 @@ class Plan:
             sources.append(external(f"source {p}", p, "sources"))
         return sources, build
 
-    def _benchmark(self, name: str, b: BenchmarkSpec) -> None:
+    def _benchmark(self, name: str, b: BenchmarkSpec, raw: dict) -> None:
         key = f"benchmarks.{name}"
+        if b.make is not None:
+            self.benchmarks[name] = make_plan.made_file(make_plan.plan_make(self, name, b, raw), b, name)
+            return
         if b.corpus is not None or b.download is not None:
             owner = self.synth.get(b.corpus) if b.corpus is not None else self.downloads.get(b.download)  # fmt: skip
             if owner is None:

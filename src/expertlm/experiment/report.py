@@ -27,6 +27,7 @@ import numpy as np
 from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
+from expertlm.eval.exams import REPORT_HEADERS, report_rows
 from expertlm.io import atomic_dir, check_output, read_json
 from expertlm.synth import paper
 
@@ -107,6 +108,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
             figures[name] = fig
     pairs = _mcnemar_table(exp, data, nums)
     ppl = _ppl_table(data, nums)
+    exams = report_rows(data, nums.take)
     summary = _summary(exp, data, claims)
     md += ["## Figure 1: accuracy per variant", "", "![accuracy](accuracy.png)", "", summary, ""]
 
@@ -130,6 +132,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
         add("Pairwise comparisons (McNemar exact test, paired bootstrap CI)",
             ["benchmark", "A", "B", "acc A", "acc B", "B - A", "95% CI", "McNemar p", "only A right",
              "only B right"], pairs)  # fmt: skip
+    if exams:
+        add("Exams: lm-evaluation-harness metrics (95% CI); acc_ppl is the perplexity rule", REPORT_HEADERS, exams)
     if ppl:
         add("Held-out text: bits per byte (forgetting)",
             ["variant", "seed", "corpus", "bits per byte", "token perplexity", "tokens"], ppl)

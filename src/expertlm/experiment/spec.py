@@ -109,16 +109,20 @@ class BenchmarkSpec(_Spec):
     """A synthetic corpus whose generated benchmark file is used."""
     download: str | None = None
     """A download (see downloads) whose file is used."""
+    make: dict[str, Any] | None = None
+    """Made with `bench make`: {corpus: a corpus of the experiment or a path, after: YEAR,
+    decontam: [corpora], tokenizer: [tokenizers], other options of bench make}."""
     file: str = "benchmark.csv"
-    """The file of the synthetic field (benchmark.csv, benchmark_seen.csv) or of the download."""
+    """The file of the synthetic field (benchmark.csv, benchmark_seen.csv), of the download, or
+    of bench make (benchmark.csv, benchmark.jsonl)."""
     template: str = "none"
     repair: bool = False
     isolated: bool = False
 
     @model_validator(mode="after")
     def _one_kind(self) -> BenchmarkSpec:
-        if sum(x is not None for x in (self.path, self.corpus, self.download)) != 1:
-            raise ValueError("give exactly one of path, corpus, download")
+        if sum(x is not None for x in (self.path, self.corpus, self.download, self.make)) != 1:
+            raise ValueError("give exactly one of path, corpus, download, make")
         return self
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from expertlm.config import (
+    BenchExportConfig,
+    BenchMakeConfig,
     CorpusConfig,
     DemoConfig,
     EvalBenchConfig,
@@ -98,6 +100,7 @@ DIGESTS: dict[str, Callable[[Path], str]] = {
     "sources": files_digest, "file": files_digest, "corpus": _corpus, "tokenizer": _tokenizer,
     "shards": _shards, "model": _model, "synth": _generated, "download": _generated,
     "results": _generated, "experiment": _generated,
+    "benchmark": lambda p: files_digest(p, skip=(STAGE_FILE, "make.json", "export.json")),
 }  # fmt: skip
 
 
@@ -195,6 +198,29 @@ STAGE_KINDS: tuple[StageKind, ...] = (
         "expertlm.eval.fetch:bench_fetch", FetchConfig, "bench fetch",
         "Download and check a published benchmark (test cases and human participant data).",
         output=Output("download", "Output folder."), positional=("name",),
+    ),
+    StageKind(
+        "expertlm.eval.make:bench_make", BenchMakeConfig, "bench make",
+        "Make a forward-looking benchmark (BrainBench format) from papers after a cutoff: one "
+        "finding per abstract reversed; --pairs: preference pairs from the papers before it.",
+        (Input("sources", "sources", "Corpus folders or .jsonl[.gz] files of documents (id, "
+               "text or abstract, year).", many=True),
+         Input("tokenizers", "tokenizer", "Count each version's tokens with this tokenizer "
+               "(repeatable; --equal-tokens keeps equal counts only).", ("--tokenizer",),
+               many=True, required=False),
+         Input("decontam", "file", "Training corpus (folder, .jsonl, or a benchmark file): items "
+               "sharing a word n-gram with it are left out (repeatable).", ("--decontam",),
+               many=True, required=False),
+         Input("llm", "model", "A local instruction-tuned causal LM that proposes the "
+               "alterations instead of the rules.", ("--llm",), required=False)),
+        Output("benchmark", "Output folder (benchmark.csv, benchmark.jsonl, make.json)."),
+    ),
+    StageKind(
+        "expertlm.eval.export:bench_export", BenchExportConfig, "bench export",
+        "Write a benchmark as an lm-evaluation-harness task folder (run it with lm-eval "
+        "--include_path).",
+        (Input("bench", "file", "Benchmark: BrainBench CSV, JSONL, or an exam (JSONL or CSV)."),),
+        Output("benchmark", "Output task folder."),
     ),
     StageKind(
         "expertlm.tokenizer:tokenizer_train", TokenizerConfig, "tokenizer train",
