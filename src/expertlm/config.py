@@ -445,6 +445,11 @@ class LoraOptions(StageConfig):
 class TrainConfig(ModelConfig):
     """Options of `train` (the model's preset, overrides and seed are `ModelConfig`'s)."""
 
+    objective: Literal["clm", "sft", "dpo", "orpo"] = "clm"
+    """What is learnt: clm (causal language modelling on a shards folder: pretraining or
+    continued pretraining), or, on a JSONL file and from an --init model whose tokenizer renders
+    it, sft (supervised fine-tuning), dpo (direct preference optimisation against the frozen
+    --init model) or orpo (odds-ratio preference optimisation). Formats: docs/adaptation.md."""
     init: str = "scratch"
     """`scratch` (random, seeded) or a model folder / hub id to continue pretraining."""
     context: int | None = Field(None, ge=2)
@@ -453,7 +458,10 @@ class TrainConfig(ModelConfig):
     """Windows per forward pass on each process."""
     batch_tokens: int | None = Field(None, ge=1)
     """Global batch in tokens, summed over processes; reached by gradient accumulation
-    (default: one micro batch per process)."""
+    (default: one micro batch per process). clm only."""
+    batch_examples: int | None = Field(None, ge=1)
+    """sft, dpo, orpo: global batch in examples (pairs), summed over processes; reached by
+    gradient accumulation (default: one micro batch per process)."""
     max_steps: int | None = Field(None, ge=1)
     """Optimizer steps to run (one of max_steps, max_tokens, epochs; default 1 epoch)."""
     max_tokens: int | None = Field(None, ge=1)
@@ -488,6 +496,16 @@ class TrainConfig(ModelConfig):
     """Validation loss every N steps (and at the end)."""
     val_windows: int = Field(64, ge=1)
     """Fixed validation windows (the first N of val.bin), the same for every evaluation."""
+    val_frac: float = Field(0.05, ge=0.0, lt=1.0)
+    """sft, dpo, orpo: fraction of the JSONL's examples held out for validation (a seeded
+    choice, at least one where there are two or more examples; 0: none)."""
+    loss_on: Literal["assistant", "all"] = "assistant"
+    """sft: train on the assistant turns (the completion) only, or on every token; orpo: the
+    same for its NLL term."""
+    beta: float | None = Field(None, gt=0)
+    """dpo: the strength of the reference constraint (default 0.1)."""
+    orpo_lambda: float | None = Field(None, ge=0)
+    """orpo: the weight of the odds-ratio term (default 0.1)."""
     log_every_steps: int = Field(10, ge=1)
     """Write a metrics.jsonl row every N steps."""
     ckpt_every_steps: int = Field(500, ge=1)
@@ -524,6 +542,19 @@ class TrainConfig(ModelConfig):
         if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "default"):
             return {}
         return {} if v is True else None if v is False else v
+
+    @model_validator(mode="after")
+    def _objective_options(self) -> TrainConfig:
+        post = self.objective != "clm"
+        if post and self.init == "scratch":
+            raise ValueError(f"--objective {self.objective} needs --init (the model folder to "
+                             "fine-tune; its tokenizer renders the JSONL data)")  # fmt: skip
+        used = {"batch_tokens": not post, "max_tokens": not post, "batch_examples": post,
+                "beta": self.objective == "dpo", "orpo_lambda": self.objective == "orpo"}  # fmt: skip
+        unused = [flag(k) for k, ok in used.items() if getattr(self, k) is not None and not ok]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} not used by --objective {self.objective}")
+        return self
 
     @model_validator(mode="after")
     def _lora_needs_a_pretrained_model(self) -> TrainConfig:

@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 
-from expertlm.config import MergeConfig
-from expertlm.console import count_progress, info
+from expertlm.config import MergeConfig, flag
+from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, check_output_dir, provenance, read_json, sha256_file, write_json
 from expertlm.models import MODEL_FILE, model_hash, weights_files
+from expertlm.recipe import filters, plan, read_recipe
 from expertlm.tokenizer import TOKENIZER_FILES
 
 # Files of a model folder beside the weights that a merged or exported model keeps, copied from the first model: its tokenizer, expertlm's record of it, the generation defaults.
@@ -143,11 +144,15 @@ class SafetensorsWriter:
 
 
 class Source:
-    """One tensor, by name, across the models (and the base): float32 row blocks on request."""
+    """One tensor, by name, across the models (and the base): float32 row blocks on request.
+    `names`: each model's own name for it, then the base's (a recipe's slices read layer i of
+    one model into layer j of the output)."""
 
-    def __init__(self, name: str, models: list[Weights], base: Weights | None) -> None:
+    def __init__(self, name: str, models: list[Weights], base: Weights | None,
+                 names: list[str] | None = None) -> None:  # fmt: skip
         self.name, self._models, self._base = name, models, base
-        dtype, self.shape = models[0].specs[name]
+        self._names = names or [name] * (len(models) + (base is not None))
+        dtype, self.shape = models[0].specs[self._names[0]]
         # float64 weights are merged in float64; everything narrower in float32
         self.compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -156,11 +161,11 @@ class Source:
         return len(self._models)
 
     def model(self, i: int, rows: slice | None = None) -> torch.Tensor:
-        return self._models[i].get(self.name, rows, self.compute_dtype)
+        return self._models[i].get(self._names[i], rows, self.compute_dtype)
 
     def base(self, rows: slice | None = None) -> torch.Tensor:
         assert self._base is not None
-        return self._base.get(self.name, rows, self.compute_dtype)
+        return self._base.get(self._names[-1], rows, self.compute_dtype)
 
     def blocks(self) -> list[slice | None]:
         """Row ranges of about BLOCK_ELEMENTS elements (None: the whole of a 0-d tensor)."""
@@ -211,12 +216,12 @@ def slerp(src: Source, p: dict) -> Iterator[torch.Tensor]:
 
 
 def trim_threshold(src: Source, i: int, density: float) -> float:
-    """The k-th largest |x_i - base| of the whole tensor, k = round(density x numel), at least 1:
-    TIES keeps the entries of the task vector at or above it."""
+    """The k-th largest |x_i - base| of the whole tensor, k = floor(density x numel), at least 1
+    (mergekit's k): TIES keeps the entries of the task vector at or above it."""
     if density >= 1.0:
         return 0.0
     tau = src.model(i).sub_(src.base()).abs_().reshape(-1).numpy()
-    k = max(1, round(density * tau.size))
+    k = max(1, int(density * tau.size))
     # numpy's in-place partition (introselect): no copy, where torch.kthvalue would allocate
     # a float copy and an int64 index array, 3x the tensor
     tau.partition(tau.size - k)
@@ -226,36 +231,45 @@ def trim_threshold(src: Source, i: int, density: float) -> float:
 def ties(src: Source, p: dict) -> Iterator[torch.Tensor]:
     """TIES-merging (Yadav et al. 2023, https://arxiv.org/abs/2306.01708): task vectors
     tau_i = x_i - base are trimmed to their top-`density` magnitudes (per tensor, as mergekit
-    does), a sign is elected per entry as the sign of sum_i w_i trimmed_i, and the entries whose
-    sign agrees with it are averaged (weighted by w_i; an entry no task vector keeps stays at the
-    base); the result, times `lam`, is added to the base."""
-    w, lam = p["weights"], p["lam"]
-    thresholds = [trim_threshold(src, i, p["density"]) for i in range(src.n)]
+    does), a sign is elected per entry as the sign of sum_i w_i trimmed_i (+ where it is 0, as
+    mergekit), and the entries whose sign agrees with it are averaged (weighted by w_i; summed
+    instead with `normalize` false; an entry no task vector keeps stays at the base); the
+    result, times `lam`, is added to the base. `density`: one for all, or one per model."""
+    w, lam, density = p["weights"], p["lam"], p["density"]
+    density = density if isinstance(density, list) else [density] * src.n
+    thresholds = [trim_threshold(src, i, density[i]) for i in range(src.n)]
     for rows in src.blocks():
         base = src.base(rows)
         trimmed = []
         for i in range(src.n):
             tau = src.model(i, rows).sub_(base)
             trimmed.append(tau.mul_(tau.abs() >= thresholds[i]))
-        elected = sum(w[i] * trimmed[i] for i in range(src.n)).sign()  # 0 where nothing is kept
+        total = sum(w[i] * trimmed[i] for i in range(src.n))
+        elected = torch.where(total >= 0, 1.0, -1.0).to(base.dtype)
         num, den = torch.zeros_like(base), torch.zeros_like(base)
         for i, tau in enumerate(trimmed):
             agree = (tau.sign() == elected) & (tau != 0)
             num.add_(tau * agree, alpha=w[i])
             den.add_(agree.to(den.dtype), alpha=w[i])
-        yield base.add_(torch.where(den > 0, num / den.clamp_min(1e-30), 0.0), alpha=lam)
+        if not p.get("normalize", True):
+            yield base.add_(num, alpha=lam)
+            continue
+        yield base.add_(num.div_(torch.where(den != 0, den, 1.0)), alpha=lam)
 
 
 def task_arithmetic(src: Source, p: dict) -> Iterator[torch.Tensor]:
     """Task arithmetic (Ilharco et al. 2023, https://arxiv.org/abs/2212.04089):
-    base + lam * sum_i w_i (x_i - base)."""
+    base + lam * sum_i w_i (x_i - base) (divided by sum_i w_i with `normalize`, as mergekit)."""
     w, lam = p["weights"], p["lam"]
+    scale = lam
+    if p.get("normalize") and abs(sum(w)) >= 1e-8:
+        scale = lam / sum(w)
     for rows in src.blocks():
         base = src.base(rows)
         vector = torch.zeros_like(base)
         for i in range(src.n):
             vector.add_(src.model(i, rows).sub_(base), alpha=w[i])
-        yield base.add_(vector, alpha=lam)
+        yield base.add_(vector, alpha=scale)
 
 
 MERGE_METHODS = {"linear": linear, "slerp": slerp, "ties": ties,
@@ -321,9 +335,9 @@ def _check_compatible(folders: list[Path], configs: list[dict], weights: list[We
             )
 
 
-def _same_everywhere(name: str, readers: list[Weights]) -> torch.Tensor:
-    first = readers[0].get(name)
-    for r in readers[1:]:
+def _same_everywhere(names: list[str], readers: list[Weights]) -> torch.Tensor:
+    first = readers[0].get(names[0])
+    for r, name in zip(readers[1:], names[1:], strict=True):
         if not torch.equal(r.get(name), first):
             raise ExpertlmError(
                 f"{r.folder}: {name} ({first.dtype}) differs from {readers[0].folder}'s and "
@@ -332,15 +346,26 @@ def _same_everywhere(name: str, readers: list[Weights]) -> torch.Tensor:
     return first
 
 
-def merge(models: Sequence[str | Path], out: str | Path, *, base: str | Path | None = None,
+def merge(models: Sequence[str | Path] = (), out: str | Path = "", *,
+          base: str | Path | None = None, config: str | Path | None = None,
           overwrite: bool = False, show_progress: bool = True, **options) -> Path:  # fmt: skip
     """Merge same-architecture, same-tokenizer model folders into the model folder `out`
     (config.json, model.safetensors, tokenizer files, merge.json with the recipe). `base`: the
     model the task vectors are relative to (ties, task_arithmetic); `options` are the fields of
-    `MergeConfig` (method, weights, t, density, lam)."""
+    `MergeConfig` (method, weights, t, density, lam). `config`: a mergekit YAML recipe
+    (`recipe.py`) instead of models, base and options."""
     t_start = time.time()
+    if config is not None:
+        if models or base is not None or options:
+            given = [*(["MODELS"] if models else []), *(["--base"] if base is not None else []),
+                     *(flag(k) for k in options)]  # fmt: skip
+            raise ExpertlmError(f"--config: the recipe names the models, the base and the "
+                                f"parameters; leave out {', '.join(given)}")  # fmt: skip
+        return _merge_recipe(read_recipe(config), Path(out), overwrite, show_progress, t_start)
     cfg = MergeConfig.from_options(options)
     models = list(models)
+    if not models:
+        raise ExpertlmError("merge: give the model folders (MODELS) or a recipe (--config FILE.yml)")
     n_min, n_max = {"linear": (2, None), "slerp": (2, 2)}.get(cfg.method, (1, None))
     if len(models) < n_min or (n_max is not None and len(models) > n_max):
         need = f"exactly {n_min}" if n_max == n_min else f"at least {n_min}"
@@ -369,33 +394,90 @@ def merge(models: Sequence[str | Path], out: str | Path, *, base: str | Path | N
     readers = [Weights(folder) for folder in folders]
     _check_compatible(folders, configs, readers)
     model_w, base_w = readers[: len(models)], (readers[-1] if base else None)
-    names = list(model_w[0].specs)
-    specs = [(n, *model_w[0].specs[n]) for n in names]
     fn = MERGE_METHODS[cfg.method]
+    jobs = [(n, *model_w[0].specs[n], fn, Source(n, model_w, base_w), params)
+            for n in model_w[0].specs]  # fmt: skip
+    record = {
+        "method": cfg.method, "parameters": params,
+        "models": [{"path": str(f), "weights_sha256": model_hash(f)} for f in folders[: len(models)]],
+        "base": {"path": str(folders[-1]), "weights_sha256": model_hash(folders[-1])} if base else None,
+    }  # fmt: skip
+    _write(out, overwrite, show_progress, folders[0], None, jobs, record, t_start)
+    n = f"{len(models)} model{'s' if len(models) > 1 else ''}{' and a base' if base else ''}"
+    _done(out, f"{cfg.method} of {n}", len(jobs))
+    return out
+
+
+def _merge_recipe(recipe, out: Path, overwrite: bool, show_progress: bool, t_start: float) -> Path:
+    """`merge --config`: the recipe's tensors, each from its slice's models and parameters."""
+    check_output_dir(out, overwrite, inputs=recipe.models)
+    inputs = [model_folder(m) for m in recipe.models]
+    folders, configs = [f for f, _ in inputs], [c for _, c in inputs]
+    readers = [Weights(folder) for folder in folders]
+    _check_compatible(folders, configs, readers)
+    cfg = configs[0]
+    layer_key = next((k for k in ("n_layer", "num_hidden_layers") if k in cfg), None)
+    if layer_key is None:
+        raise ExpertlmError(f"{folders[0]}: config.json has no n_layer / num_hidden_layers")
+    names = list(readers[0].specs)
+    unmatched = sorted(f for f in filters(recipe) if not any(f in n for n in names))
+    if unmatched:
+        warn(f"{recipe.path}: filter {', '.join(map(repr, unmatched))} matches no tensor of these "
+             f"models (e.g. {names[min(2, len(names) - 1)]}), so it has no effect, as in mergekit")  # fmt: skip
+    plans, n_out = plan(recipe, names, cfg[layer_key])
+    fn = MERGE_METHODS[recipe.method]
+    out_dtype = recipe.out_dtype or recipe.dtype
+    jobs = []
+    for tp in plans:
+        ins = [readers[i] for i, _ in tp.inputs]
+        in_names = [n for _, n in tp.inputs]
+        dtype, shape = ins[0].specs[in_names[0]]
+        if dtype.is_floating_point and out_dtype is not None:
+            dtype = getattr(torch, out_dtype)
+        models_w, base_w = (ins[:-1], ins[-1]) if tp.has_base else (ins, None)
+        jobs.append((tp.out, dtype, shape, fn, Source(tp.out, models_w, base_w, in_names), tp.params))
+    config = cfg | {layer_key: n_out} | ({"dtype": out_dtype} if out_dtype else {})
+    record = {
+        "method": recipe.method, "recipe": {"path": str(recipe.path), "sha256": sha256_file(recipe.path),
+                                            "config": recipe.raw},
+        "models": [{"path": str(f), "weights_sha256": model_hash(f)} for f in folders],
+        "base": recipe.base,
+    }  # fmt: skip
+    _write(out, overwrite, show_progress, folders[0], config, jobs, record, t_start)
+    _done(out, f"{recipe.method} recipe {recipe.path.name} of {len(folders)} models", len(jobs))
+    return out
+
+
+def _write(out: Path, overwrite: bool, show_progress: bool, first: Path, config: dict | None,
+           jobs: list, record: dict, t_start: float) -> None:  # fmt: skip
+    """The output folder: each job's tensor (name, dtype, shape, method, Source, parameters)
+    streamed into model.safetensors, `config` as config.json (None: the first model's), the
+    first model's side files, merge.json."""
     with atomic_dir(out, overwrite=overwrite) as tmp, count_progress(show_progress) as bar:
-        task = bar.add_task(f"merge ({cfg.method})", total=len(names))
-        with SafetensorsWriter(tmp / MODEL_FILE, specs) as writer:
-            for name, dtype, _ in specs:
+        task = bar.add_task(f"merge ({record['method']})", total=len(jobs))
+        with SafetensorsWriter(tmp / MODEL_FILE, [j[:3] for j in jobs]) as writer:
+            for name, dtype, _, fn, src, params in jobs:
                 if dtype.is_floating_point:
-                    for block in fn(Source(name, model_w, base_w), params):
+                    for block in fn(src, params):
                         writer.write(name, block)
                 else:  # integer/bool buffers are not merged: they must agree
-                    writer.write(name, _same_everywhere(name, readers))
+                    readers = [*src._models, *([src._base] if src._base else [])]
+                    writer.write(name, _same_everywhere(src._names, readers))
                 bar.advance(task)
-        shutil.copy2(folders[0] / "config.json", tmp / "config.json")
+        if config is None:
+            shutil.copy2(first / "config.json", tmp / "config.json")
+        else:
+            write_json(tmp / "config.json", config)
         for f in SIDE_FILES:
-            if (folders[0] / f).is_file():
-                shutil.copy2(folders[0] / f, tmp / f)
+            if (first / f).is_file():
+                shutil.copy2(first / f, tmp / f)
         write_json(tmp / "merge.json", {
-            "format": "expertlm.merge/1", "method": cfg.method, "parameters": params,
-            "models": [{"path": str(f), "weights_sha256": model_hash(f)} for f in folders[: len(models)]],
-            "base": {"path": str(folders[-1]), "weights_sha256": model_hash(folders[-1])} if base else None,
-            "tokenizer_sha256": _tokenizer_sha256(folders[0]), "tensors": len(names),
-            "output": {"file": MODEL_FILE, "sha256": writer.sha256},
+            "format": "expertlm.merge/1", **record, "tokenizer_sha256": _tokenizer_sha256(first),
+            "tensors": len(jobs), "output": {"file": MODEL_FILE, "sha256": writer.sha256},
             "wall_s": round(time.time() - t_start, 3), **provenance(),
         })  # fmt: skip
+
+
+def _done(out: Path, what: str, tensors: int) -> None:
     size = (out / MODEL_FILE).stat().st_size
-    n = f"{len(models)} model{'s' if len(models) > 1 else ''}{' and a base' if base else ''}"
-    info(f"merge: {cfg.method} of {n}, "
-         f"{len(names)} tensors, {size / 1e6:,.1f} MB -> {out}")  # fmt: skip
-    return out
+    info(f"merge: {what}, {tensors} tensors, {size / 1e6:,.1f} MB -> {out}")

@@ -5,19 +5,29 @@ The loop (`train.fit`) owns the rest (schedule, accumulation, processes, checkpo
 never looks inside a batch, so an objective is added without touching it, as litgpt's finetune
 scripts share one `fit`. The data state is one integer, `position` (the global index of the next
 example in the epoch-by-epoch order): a checkpoint's step and position resume the data exactly.
-`CausalLM` is causal language modelling on packed token windows. Masked-loss SFT on chat
-JSONL, DPO (a frozen reference model of its own; rewards, accuracy and margin as metrics) and
-ORPO fit the same interface: batches of their own type, their own `loss`, their own `tokens`.
+`CausalLM` is causal language modelling on packed token windows. `SFT` (masked loss on chat
+JSONL), `DPO` (a frozen reference model of its own; rewards, accuracy and margin as metrics) and
+`ORPO` fit the same interface on the examples `chat.py` renders: batches of their own type
+(`Padded`), their own `loss`, their own `tokens`. `dpo_loss` and `orpo_loss` are TRL's formulas
+(tests/test_objectives_post.py checks them and their gradients against TRL's trainers).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+
+from expertlm.errors import ExpertlmError
+
+if TYPE_CHECKING:
+    from expertlm.config import TrainConfig
 
 
 class Batch(Protocol):
@@ -135,3 +145,258 @@ class CausalLM(Objective):
             total += out.loss.float().item() * len(idx)
         model.train(was_training)
         return {"val_loss": total / n}
+
+
+# --- post-training: SFT, DPO, ORPO on tokenized JSONL examples (chat.py) ----------------------
+
+
+class Order:
+    """A seeded permutation of `count` examples per epoch; `position` (the global index of the
+    next example) is the whole data state, as for `Windows`."""
+
+    def __init__(self, lengths: list[int], seed: int) -> None:
+        self.lengths, self.seed = np.asarray(lengths, dtype=np.int64), seed
+        self.count = len(lengths)
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.count)
+        return self._perm
+
+    def indices(self, position: int, size: int) -> list[int]:
+        out = []
+        for p in range(position, position + size):
+            epoch, k = divmod(p, self.count)
+            out.append(int(self._permutation(epoch)[k]))
+        return out
+
+    def tokens(self, position: int) -> int:
+        """Tokens of the first `position` examples of the order."""
+        epoch, k = divmod(position, self.count)
+        return int(epoch * self.lengths.sum() + self.lengths[self._permutation(epoch)[:k]].sum())
+
+
+@dataclass
+class Padded:
+    """Sequences padded on the right to the batch's longest: ids, attention (1 on real
+    tokens) and mask (1 on the tokens trained on); preference batches are the chosen rows,
+    then the rejected rows, as TRL's collator makes them."""
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device) -> Padded:
+        return Padded(self.ids.to(device), self.attention.to(device), self.mask.to(device))
+
+
+def pad(seqs: list, pad_id: int) -> Padded:
+    """`chat.Sequence`s as one right-padded batch."""
+    width = max(len(s.ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s.ids)] = torch.tensor(s.ids)
+        attention[i, : len(s.ids)] = 1
+        mask[i, : len(s.ids)] = torch.tensor(s.mask)
+    return Padded(ids, attention, mask)
+
+
+def token_logps(forward: Callable[..., Any], b: Padded) -> torch.Tensor:
+    """log p(token j | tokens < j) for j = 1 .. T-1, from fp32 logits: (B, T-1)."""
+    logits = forward(input_ids=b.ids, attention_mask=b.attention).logits[:, :-1].float()
+    targets = b.ids[:, 1:]
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
+    )
+    return -nll.view(targets.shape)
+
+
+def masked_nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the masked tokens (0 when none is)."""
+    return -(logps * mask).sum() / mask.sum().clamp_min(1)
+
+
+def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
+    """TRL's reward metrics of a batch, from the per-pair rewards."""
+    return {"rewards/chosen": chosen.mean().item(), "rewards/rejected": rejected.mean().item(),
+            "rewards/accuracies": (chosen > rejected).float().mean().item(),
+            "rewards/margins": (chosen - rejected).mean().item()}  # fmt: skip
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """DPO's sigmoid loss (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) from summed
+    completion log-probs, -log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r))) averaged over the
+    pairs, and the rewards beta (pi - ref) as TRL's DPOTrainer logs them."""
+    chosen, rejected = policy_chosen - ref_chosen, policy_rejected - ref_rejected
+    loss = -torch.nn.functional.logsigmoid(beta * (chosen - rejected)).mean()
+    return loss, reward_metrics(beta * chosen.detach(), beta * rejected.detach())
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, without cancellation (the branch at -ln 2, as TRL)."""
+    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, nll: torch.Tensor,
+              lam: float) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """ORPO (Hong et al. 2024, https://arxiv.org/abs/2403.07691) from mean per-token completion
+    log-probs: nll - lam * mean(log sigmoid(log odds(chosen) - log odds(rejected))), the log
+    odds of p being log p - log(1 - p); rewards lam * logp, as TRL's ORPOTrainer logs them."""
+    chosen, rejected = chosen.float(), rejected.float()
+    log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected))
+    ratio = torch.nn.functional.logsigmoid(log_odds)
+    loss = nll - lam * ratio.mean()
+    metrics = reward_metrics(lam * chosen.detach(), lam * rejected.detach())
+    return loss, metrics | {"nll_loss": nll.item(), "log_odds_ratio": ratio.mean().item(),
+                            "log_odds_chosen": log_odds.mean().item()}  # fmt: skip
+
+
+class _Finetune(Objective):
+    """Examples of a JSONL file, tokenized, in a seeded order; validation on held-out ones."""
+
+    def __init__(self, train: list, val: list, seed: int, pad_id: int) -> None:
+        self.train, self.val, self.pad_id = train, val, pad_id
+        self.order = Order([self.length(e) for e in train], seed)
+        self.examples = len(train)
+
+    @staticmethod
+    def length(example) -> int:
+        return len(example.ids)
+
+    def collate(self, examples: list) -> Padded:
+        return pad(examples, self.pad_id)
+
+    def batch(self, position: int, size: int) -> Padded:
+        return self.collate([self.train[i] for i in self.order.indices(position, size)])
+
+    def tokens(self, position: int) -> int:
+        return self.order.tokens(position)
+
+    @torch.no_grad()
+    def validate(
+        self, model, micro_batch: int, device: torch.device, bf16: bool
+    ) -> dict[str, float]:
+        if not self.val:
+            return {}
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        for start in range(0, len(self.val), micro_batch):
+            chunk = self.val[start : start + micro_batch]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, metrics = self.loss(model, self.collate(chunk).to(device))
+            for key, value in {"loss": loss.item(), **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + value * len(chunk)
+        model.train(was_training)
+        return {f"val_{k}": v / len(self.val) for k, v in sums.items()}
+
+
+class SFT(_Finetune):
+    """Supervised fine-tuning: the mean NLL of the trained tokens (the assistant turns, or all
+    with --loss-on all) of a micro batch."""
+
+    def loss(self, forward, b: Padded) -> tuple[torch.Tensor, dict[str, float]]:
+        return masked_nll(token_logps(forward, b), b.mask[:, 1:]), {}
+
+
+class _Preference(_Finetune):
+    @staticmethod
+    def length(pair) -> int:
+        return len(pair.chosen.ids) + len(pair.rejected.ids)
+
+    def collate(self, pairs: list) -> Padded:
+        return pad([p.chosen for p in pairs] + [p.rejected for p in pairs], self.pad_id)
+
+
+class DPO(_Preference):
+    """Direct preference optimisation against a frozen reference model (the --init model, in
+    eval mode, its log-probs computed without gradients)."""
+
+    def __init__(self, train: list, val: list, seed: int, pad_id: int, reference,
+                 beta: float) -> None:  # fmt: skip
+        super().__init__(train, val, seed, pad_id)
+        self.reference, self.beta = reference.eval().requires_grad_(False), beta
+
+    def loss(self, forward, b: Padded) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = b.mask[:, 1:]
+        policy = (token_logps(forward, b) * mask).sum(1)
+        with torch.no_grad():
+            ref = (token_logps(self.reference, b) * mask).sum(1)
+        (pc, pr), (rc, rr) = policy.chunk(2), ref.chunk(2)
+        return dpo_loss(pc, pr, rc, rr, self.beta)
+
+
+class ORPO(_Preference):
+    """Odds-ratio preference optimisation (no reference model): the chosen answers' NLL (their
+    completion tokens, or the whole texts with --loss-on all) minus lam times the log-sigmoid
+    of the log odds ratio of the mean per-token log-probs."""
+
+    def __init__(self, train: list, val: list, seed: int, pad_id: int, lam: float,
+                 nll_on_all: bool = False) -> None:  # fmt: skip
+        super().__init__(train, val, seed, pad_id)
+        self.lam, self.nll_on_all = lam, nll_on_all
+
+    def loss(self, forward, b: Padded) -> tuple[torch.Tensor, dict[str, float]]:
+        logps, mask = token_logps(forward, b), b.mask[:, 1:]
+        mean = (logps * mask).sum(1) / mask.sum(1).clamp_min(1)
+        chosen, rejected = mean.chunk(2)
+        n = len(chosen)
+        nll = masked_nll(logps[:n], (b.attention if self.nll_on_all else b.mask)[:n, 1:])
+        return orpo_loss(chosen, rejected, nll, self.lam)
+
+
+# --- the objective of a train call on a JSONL file ---------------------------------------------
+
+
+def post_tokenizer(data: Path, cfg: TrainConfig):
+    """The --init model's tokenizer, for a JSONL file of sft, dpo or orpo examples."""
+    from expertlm.chat import prepare_tokenizer
+    from expertlm.tokenizer import load_tokenizer
+
+    if data.is_dir():
+        raise ExpertlmError(f"{data}: a folder; --objective {cfg.objective} reads a JSONL file of "
+                            "examples (clm trains on a shards folder)")  # fmt: skip
+    if not data.is_file():
+        raise ExpertlmError(f"{data}: no such file")
+    return prepare_tokenizer(load_tokenizer(cfg.init))
+
+
+def post_objective(data: Path, cfg: TrainConfig, tokenizer, context: int, device: torch.device,
+                   main: bool = True) -> Objective:  # fmt: skip
+    """The sft, dpo or orpo objective on the JSONL file `data`: its examples rendered, tokenized
+    and cut to `context` tokens, a seeded `val_frac` of them held out."""
+    from expertlm.chat import Renderer, read_preferences, read_sft
+    from expertlm.console import warn
+    from expertlm.models import load_model
+
+    if cfg.objective == "sft":
+        examples = read_sft(data, Renderer(tokenizer, cfg.loss_on))
+        examples = [e.truncated(context) for e in examples]
+        trained = [e for e in examples if sum(e.mask[1:])]
+    else:
+        examples = read_preferences(data, Renderer(tokenizer))
+        for p in examples:
+            p.chosen, p.rejected = p.chosen.truncated(context), p.rejected.truncated(context)
+        trained = [p for p in examples if sum(p.chosen.mask[1:]) and sum(p.rejected.mask[1:])]
+    if len(trained) < len(examples) and main:
+        warn(f"{data}: {len(examples) - len(trained)} of {len(examples)} examples have no answer "
+             f"token within the context ({context} tokens) and are left out")  # fmt: skip
+    n_val = min(max(1, round(cfg.val_frac * len(trained))), len(trained) - 1) if cfg.val_frac else 0
+    held = set(np.random.default_rng([cfg.seed, 1]).permutation(len(trained))[:n_val].tolist())
+    train = [e for i, e in enumerate(trained) if i not in held]
+    val = [e for i, e in enumerate(trained) if i in held]
+    if not train:
+        raise ExpertlmError(f"{data}: no example to train on")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if cfg.objective == "sft":
+        return SFT(train, val, cfg.seed, pad_id)
+    if cfg.objective == "orpo":
+        lam = 0.1 if cfg.orpo_lambda is None else cfg.orpo_lambda
+        return ORPO(train, val, cfg.seed, pad_id, lam, nll_on_all=cfg.loss_on == "all")
+    reference = load_model(cfg.init).to(device)
+    return DPO(train, val, cfg.seed, pad_id, reference, 0.1 if cfg.beta is None else cfg.beta)

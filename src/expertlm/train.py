@@ -1,4 +1,5 @@
-"""`expertlm train`: shards -> a model, on one CPU core, one GPU or many (torchrun), same command.
+"""`expertlm train`: shards -> a model, on one CPU core, one GPU or many (torchrun), same command;
+with --objective sft|dpo|orpo, a JSONL file of examples -> a fine-tuned model.
 
 `train` is `setup` (config, processes, model, optimizer, the objective, the resume point),
 `fit` (one readable loop, nanoGPT-style) and `finish` (the run folder's final files). What is
@@ -36,6 +37,7 @@ from expertlm.io import (
     read_json,
     remove_stale,
     replace_dir,
+    sha256_file,
     write_json,
 )
 from expertlm.models import (
@@ -48,11 +50,19 @@ from expertlm.models import (
     load_model,
     parameter_counts,
 )
-from expertlm.objectives import Batch, CausalLM, Objective, Windows
+from expertlm.objectives import (
+    Batch,
+    CausalLM,
+    Objective,
+    Windows,
+    post_objective,
+    post_tokenizer,
+)
 from expertlm.shards import open_tokens, read_meta
 
 CKPT_DIR = "checkpoints"
 STATE_DIR = "trainer_state"
+POST_TOKENIZER = "tokenizer"  # sft, dpo, orpo: the --init tokenizer as the run renders its data
 
 
 # --- the step --------------------------------------------------------------------------------
@@ -309,18 +319,37 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     cfg = TrainConfig.from_options(options)
     shards, out = Path(shards), Path(out)
     check_output(out, [shards, *([cfg.init] if cfg.init != "scratch" else [])])
-    meta = read_meta(shards)
-    shards_id = {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "vocab_size", "tokens")}
     if out.exists() and not resume and not overwrite:
         raise ExpertlmError(
             f"{out}: already exists (pass --resume to continue it or --overwrite to replace it)"
         )
     ckpt = resume_point(out) if resume else None
     if ckpt is not None:
-        cfg = _resumed_config(options, ckpt["state"], shards_id)
+        cfg = _resumed_config(options, ckpt["state"])
+    post = cfg.objective != "clm"
+    if post:
+        tokenizer = post_tokenizer(shards, cfg)
+        meta = {"vocab_size": len(tokenizer)}
+        tok_file = Path(cfg.init) / "tokenizer.json"
+        shards_id = {"data_sha256": sha256_file(shards),
+                     "tokenizer_sha256": sha256_file(tok_file) if tok_file.is_file() else cfg.init}  # fmt: skip
+    else:
+        if shards.is_file():
+            raise ExpertlmError(f"{shards}: a file; --objective clm trains on a shards folder (from "
+                                "`expertlm data prepare`), sft, dpo and orpo on a JSONL file")  # fmt: skip
+        meta = read_meta(shards)
+        shards_id = {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "vocab_size", "tokens")}
+    if ckpt is not None and ckpt["state"].get("shards") not in (None, shards_id):
+        diff = [k for k in shards_id if ckpt["state"]["shards"].get(k) != shards_id[k]]
+        raise ExpertlmError(f"--resume: the training data differ from the ones the run was trained "
+                            f"on ({', '.join(diff)}); --overwrite starts a new run on them")  # fmt: skip
     d = dist.init(cfg.device)
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards, d)
+    if cfg.objective in ("dpo", "orpo"):  # no dropout, as TRL's trainers (disable_dropout)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     base = None
     if cfg.lora is not None:
         base = lora.base_info(cfg.init, resumed_from=ckpt["path"] if ckpt else None)
@@ -331,17 +360,24 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     if problems := cfg.batch_problems(max_context, d.world):
         raise ExpertlmError("\n".join(f"option {flag(k)}: {msg}" for k, msg in problems))
     context = cfg.context or max_context
-    train_w = Windows(open_tokens(shards, "train"), context, cfg.seed)
-    val_w = Windows(open_tokens(shards, "val"), context, cfg.seed)
-    if train_w.count < 1:
-        raise ExpertlmError(f"{shards}: train.bin has fewer than {context + 1} tokens")
-    if val_w.count < 1 and d.main:
-        warn(f"{shards}: val.bin has fewer than {context + 1} tokens: no validation loss, no best/")
-    objective = CausalLM(train_w, val_w, cfg.val_windows)
-
     seqs_per_micro = cfg.micro_batch * d.world
-    batch_tokens = cfg.batch_tokens or seqs_per_micro * context
-    accum = batch_tokens // (seqs_per_micro * context)
+    if post:
+        objective = post_objective(shards, cfg, tokenizer, context, d.device, d.main)
+        if cfg.batch_examples is not None and cfg.batch_examples % seqs_per_micro:
+            raise ExpertlmError(f"option --batch-examples: {cfg.batch_examples} is not a multiple of "
+                                f"micro_batch x processes ({cfg.micro_batch} x {d.world})")  # fmt: skip
+        accum = (cfg.batch_examples or seqs_per_micro) // seqs_per_micro
+        batch_tokens = None
+    else:
+        train_w = Windows(open_tokens(shards, "train"), context, cfg.seed)
+        val_w = Windows(open_tokens(shards, "val"), context, cfg.seed)
+        if train_w.count < 1:
+            raise ExpertlmError(f"{shards}: train.bin has fewer than {context + 1} tokens")
+        if val_w.count < 1 and d.main:
+            warn(f"{shards}: val.bin has fewer than {context + 1} tokens: no validation loss, no best/")
+        objective = CausalLM(train_w, val_w, cfg.val_windows)
+        batch_tokens = cfg.batch_tokens or seqs_per_micro * context
+        accum = batch_tokens // (seqs_per_micro * context)
     seqs_per_step = accum * seqs_per_micro
     if cfg.max_steps:
         total_steps = cfg.max_steps
@@ -360,8 +396,8 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     counts = parameter_counts(model)
     run_info = {
         "format": "expertlm.run/1",
-        "shards": str(shards), "shards_meta": {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "vocab_size", "tokens")},
-        "config": cfg.model_dump(mode="json"), "context": context, "batch_tokens": batch_tokens,
+        "shards": str(shards), "shards_meta": shards_id,
+        "config": cfg.model_dump(mode="json"), "context": context, "batch_tokens": batch_tokens, "batch_examples": seqs_per_step if post else None,
         "grad_accum": accum, "world_size": d.world, "total_steps": total_steps, "lr": lr, "warmup_steps": warmup,
         "parameters": counts, "flops_per_token": fpt, "device": str(d.device),
     }  # fmt: skip
@@ -371,7 +407,10 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     # A new run is written into a temporary sibling until its first checkpoint: a run that
     # fails before (a bad option, a NaN, a kill) leaves whatever `out` held as it was.
     work = out if ckpt is not None or not d.main else make_temp_dir(out)
-    run = Run(cfg=cfg, d=d, out=work, final=out, tokenizer_dir=shards / "tokenizer", model=model,
+    tokenizer_dir = work / POST_TOKENIZER if post else shards / "tokenizer"
+    if post and d.main:  # the tokenizer that rendered the data (chat template included)
+        tokenizer.save_pretrained(tokenizer_dir)
+    run = Run(cfg=cfg, d=d, out=work, final=out, tokenizer_dir=tokenizer_dir, model=model,
               ddp=ddp, fwd=fwd, optimizer=optimizer, arch=arch, base=base, accum=accum,
               total_steps=total_steps, lr=lr, warmup=warmup, flops_per_token=fpt,
               run_info=run_info, shards_id=shards_id,
@@ -387,7 +426,8 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
             info(f"resuming {out} from {ckpt['path'].name}")
     elif d.main:
         info(f"model: {counts['total']:,} parameters ({counts['non_embedding']:,} without embeddings), "
-             f"{fpt:,} FLOPs/token; {total_steps:,} steps of {batch_tokens:,} tokens")  # fmt: skip
+             f"{fpt:,} FLOPs/token; {total_steps:,} steps of "
+             f"{f'{seqs_per_step:,} examples' if post else f'{batch_tokens:,} tokens'}")  # fmt: skip
         if base is not None:
             info(
                 f"lora: {trainable:,} trainable adapter parameters on the frozen base {base['path']}"
@@ -471,6 +511,8 @@ def fit(run: Run, objective: Objective) -> None:
                                 run.tokenizer_dir, d, run.arch, run.base)  # fmt: skip
                 if d.main:
                     if run.out != run.final:  # the first good checkpoint: the run takes its place
+                        if run.tokenizer_dir.is_relative_to(run.out):
+                            run.tokenizer_dir = run.final / run.tokenizer_dir.relative_to(run.out)
                         replace_dir(run.out, run.final)
                         run.out, run.last_ckpt = run.final, run.final / CKPT_DIR / run.last_ckpt.name
                     if improved:
@@ -504,14 +546,10 @@ RESUME_OVERRIDES = ("max_steps", "max_tokens", "epochs", "max_time_s", "val_ever
                     "log_every_steps", "ckpt_every_steps", "keep_last", "peak_tflops", "device", "compile")  # fmt: skip
 
 
-def _resumed_config(options: dict, state: dict, shards_id: dict) -> TrainConfig:
+def _resumed_config(options: dict, state: dict) -> TrainConfig:
     """The run's own config, with the budget and logging options of this call where given. Any
-    other option given with another value, or other shards, is refused (a resumed run keeps its
-    model, data and optimisation), with a one-line difference."""
-    if state.get("shards") not in (None, shards_id):
-        diff = [k for k in shards_id if state["shards"].get(k) != shards_id[k]]
-        raise ExpertlmError(f"--resume: the shards differ from the ones the run was trained on "
-                            f"({', '.join(diff)}); --overwrite starts a new run on them")  # fmt: skip
+    other option given with another value is refused (a resumed run keeps its model, data and
+    optimisation), with a one-line difference (`setup` refuses other data)."""
     cfg = TrainConfig.from_options(options)
     if "config" not in state:
         return cfg

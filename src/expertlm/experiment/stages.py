@@ -79,6 +79,8 @@ def _tokenizer(p: Path) -> str:
 
 
 def _shards(p: Path) -> str:
+    if p.is_file():  # train --objective sft|dpo|orpo: a JSONL file of examples
+        return sha256_file(p)
     meta = read_json(p / "meta.json")
     keep = {k: meta.get(k) for k in ("corpus_hash", "tokenizer_hash", "tokens", "dtype")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
@@ -251,17 +253,23 @@ STAGE_KINDS: tuple[StageKind, ...] = (
     ),
     StageKind(
         "expertlm.train:train", TrainConfig, "train",
-        "Train a GPT-2-family model from scratch, or continue pretraining one, on shards.",
-        (Input("shards", "shards", "Shards folder (from `expertlm data prepare`)."),),
+        "Train a GPT-2-family model from scratch, continue pretraining one on shards, or "
+        "fine-tune one (SFT, DPO, ORPO) on JSONL examples.",
+        (Input("shards", "shards", "Shards folder (from `expertlm data prepare`); sft, dpo, "
+               "orpo: a JSONL file of examples."),),
         Output("model", "Run folder (a Hugging Face model folder at the end)."),
         flags=("overwrite", "show_progress", "resume"), resumes=_has_checkpoint,
     ),
     StageKind(
         "expertlm.merge:merge", MergeConfig, "merge",
         "Merge same-architecture models tensor by tensor (linear, SLERP, TIES, task arithmetic).",
-        (Input("models", "model", "Model folders (same architecture and tokenizer).", many=True),
+        (Input("models", "model", "Model folders (same architecture and tokenizer).", many=True,
+               required=False),
          Input("base", "model", "ties, task_arithmetic: the model the task vectors are relative "
-               "to.", ("--base",), required=False)),
+               "to.", ("--base",), required=False),
+         Input("config", "file", "A mergekit YAML recipe (merge_method, models or slices, "
+               "base_model, parameters, dtype) instead of MODELS, --base and the method's "
+               "options.", ("--config",), required=False)),
         Output("model", "Output model folder."),
     ),
     StageKind(
