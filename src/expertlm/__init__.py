@@ -4,6 +4,9 @@ predict experimental results like domain experts (Luo, Sun & Love, 2024).
 Every stage is one function here and one CLI verb with the same arguments:
 
     corpus_build      expertlm corpus build        sources -> corpus/
+    classifier_train  expertlm classifier train    field vs other documents -> classifier/
+    corpus_filter     expertlm corpus filter       sources + classifier/ -> corpus/ (the field)
+    corpus_web        expertlm corpus web          seed -> mixed synthetic web corpus + truth
     corpus_pubmed     expertlm corpus pubmed       PubMed (E-utilities) -> FILE.jsonl.gz
     corpus_pmc        expertlm corpus pmc          PubMed Central OA (pubget) -> FILE.jsonl.gz
     corpus_synth      expertlm corpus synth        seed -> synthetic field (literature, benchmark)
@@ -33,8 +36,8 @@ from expertlm.errors import ExpertlmError
 __version__ = "0.1.0"
 
 # The stage functions, by name (the registry in experiment/stages.py says where each lives).
-_STAGES = ("corpus_build", "corpus_pubmed", "corpus_pmc", "corpus_synth", "bench_fetch",
-           "bench_make", "bench_export",
+_STAGES = ("corpus_build", "classifier_train", "corpus_filter", "corpus_web", "corpus_pubmed",
+           "corpus_pmc", "corpus_synth", "bench_fetch", "bench_make", "bench_export",
            "tokenizer_train", "tokenizer_compare", "data_prepare", "train", "merge", "export",
            "eval_bench", "eval_ppl", "eval_compare", "eval_humans", "run", "report", "demo")  # fmt: skip
 __all__ = ["ExpertlmError", "__version__", *_STAGES]

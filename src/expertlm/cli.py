@@ -28,6 +28,7 @@ from expertlm.experiment.stages import STAGE_KINDS, StageKind, load
 
 GROUPS = {
     "corpus": "Build training corpora from a field's literature.",
+    "classifier": "Train text classifiers that pick a field's documents out of others.",
     "tokenizer": "Train and compare tokenizers.",
     "data": "Tokenize corpora into training shards.",
     "bench": "Make benchmarks from a field's newest papers; fetch published ones; export them.",

@@ -773,3 +773,86 @@ class DemoConfig(StageConfig):
 
     quick: bool = False
     """A tiny version of the same flow (about 20 seconds; for tests, numbers not meaningful)."""
+
+
+def _power_of_two(v: int) -> int:
+    if v & (v - 1):
+        raise ValueError(f"{v} is not a power of two (e.g. 1048576 = 2**20)")
+    return v
+
+
+class ClassifierConfig(StageConfig):
+    """Options of `classifier train`."""
+
+    text_field: str = "text"
+    """JSON field or CSV/TSV/Parquet column of source files that holds the document text."""
+    id_field: str = "id"
+    """Field/column with the document id (it decides the held-out split); a document without
+    one gets the hash of its text."""
+    field: str | None = None
+    """With --values FILE: the documents whose value of this field (e.g. journal) is in FILE
+    are the positives, the others the negatives (a list value matches if any element does)."""
+    min_keyword_hits: int = Field(1, ge=1)
+    """With --keywords FILE: a document with at least this many keyword occurrences is a
+    positive, any other a negative."""
+    n_features: int = Field(2**20, ge=2**10, le=2**26)
+    """Columns the hashed word n-grams are folded into (a power of two)."""
+    ngram_max: int = Field(2, ge=1, le=5)
+    """Longest word n-gram (2: unigrams and bigrams)."""
+    max_chars: int | None = Field(None, ge=1)
+    """Read only the first this many characters of each document (saved with the classifier,
+    so `corpus filter` does the same): when the positives are abstracts and the corpus to
+    filter is full texts, 1000 compares a text's title and abstract with them."""
+    epochs: int = Field(5, ge=1)
+    """Passes of stochastic gradient descent over the training documents."""
+    batch_docs: int = Field(256, ge=1)
+    """Documents per `partial_fit` step."""
+    alpha: float = Field(1e-6, gt=0)
+    """L2 regularisation strength of the logistic regression."""
+    holdout_frac: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of documents held out for the scores in classifier.json (by a hash of the id)."""
+    seed: int = 0
+    """Seed of the held-out split and of the order of the training documents."""
+    skip_bad: bool = False
+    """Count and skip malformed records instead of stopping at the first."""
+
+    _n_features = field_validator("n_features")(_power_of_two)
+
+
+class FilterConfig(StageConfig):
+    """Options of `corpus filter`."""
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    """Keep what the classifier scores at or above this probability (default: the
+    classifier's default threshold, 0.5)."""
+    keep_frac: float | None = Field(None, gt=0.0, le=1.0)
+    """Keep this fraction of the units with the highest scores instead of a threshold."""
+    unit: Literal["document", "paragraph"] = "document"
+    """What is scored and kept: whole documents, or paragraphs (blank-line separated; a
+    document keeps its paragraphs at or above the threshold and is dropped if none is)."""
+    text_field: str = "text"
+    """JSON field or CSV/TSV/Parquet column of source files that holds the document text."""
+    id_field: str = "id"
+    """Field/column with the document id; a document without one gets the hash of its text."""
+    year_field: str = "year"
+    """Field/column with the publication year."""
+    keep_fields: list[str] = Field(default_factory=list)
+    """Other fields of source files copied into each document (a corpus folder's documents
+    keep all their fields)."""
+    val_frac: float = Field(0.01, ge=0.0, lt=1.0)
+    """Fraction of documents in the validation split (chosen by a hash of the id)."""
+    split_seed: int = 0
+    """Seed of the hash-based split."""
+    workers: int | None = Field(None, ge=1)
+    """Worker processes that score (default: one per core, or none for inputs under 8 MB);
+    the output is the same for any number."""
+    skip_bad: bool = False
+    """Count and skip malformed records instead of stopping at the first."""
+
+    _not_reserved = field_validator("keep_fields")(CorpusConfig._not_reserved.__func__)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> FilterConfig:
+        if self.threshold is not None and self.keep_frac is not None:
+            raise ValueError("--threshold and --keep-frac: give one of them, not both")
+        return self

@@ -28,6 +28,7 @@ from pathlib import Path
 from expertlm.config import (
     BenchExportConfig,
     BenchMakeConfig,
+    ClassifierConfig,
     CorpusConfig,
     DemoConfig,
     EvalBenchConfig,
@@ -36,6 +37,7 @@ from expertlm.config import (
     EvalPplConfig,
     ExportConfig,
     FetchConfig,
+    FilterConfig,
     MergeConfig,
     ModelConfig,
     PmcConfig,
@@ -50,7 +52,7 @@ from expertlm.config import (
 )
 from expertlm.console import info
 from expertlm.io import combine_hashes, read_json, sha256_file, write_json
-from expertlm.synth.config import SynthConfig
+from expertlm.synth.config import SynthConfig, WebConfig
 
 STAGE_FILE = ".expertlm-stage.json"
 
@@ -92,6 +94,12 @@ def _model(p: Path) -> str:
     return model_hash(p)
 
 
+def _classifier(p: Path) -> str:
+    from expertlm.classifier import VECTORIZER, WEIGHTS
+
+    return combine_hashes(sha256_file(p / f) for f in (VECTORIZER, WEIGHTS))
+
+
 def _generated(p: Path) -> str:
     """A generated folder's files, without its provenance (manifest.json) and stage record."""
     return files_digest(p, skip=(STAGE_FILE, "manifest.json"))
@@ -101,7 +109,7 @@ def _generated(p: Path) -> str:
 DIGESTS: dict[str, Callable[[Path], str]] = {
     "sources": files_digest, "file": files_digest, "corpus": _corpus, "tokenizer": _tokenizer,
     "shards": _shards, "model": _model, "synth": _generated, "download": _generated,
-    "results": _generated, "experiment": _generated,
+    "results": _generated, "experiment": _generated, "classifier": _classifier,
     "benchmark": lambda p: files_digest(p, skip=(STAGE_FILE, "make.json", "export.json")),
 }  # fmt: skip
 
@@ -179,6 +187,36 @@ STAGE_KINDS: tuple[StageKind, ...] = (
         (Input("sources", "sources", "Files or folders (.txt, .jsonl[.gz], .json, .csv/.tsv[.gz], "
                ".parquet) or hf:NAME[:split] datasets.", many=True),),
         Output("corpus", "Output corpus folder."),
+    ),
+    StageKind(
+        "expertlm.classifier:classifier_train", ClassifierConfig, "classifier train",
+        "Train a linear text classifier of a field (hashed word n-grams, logistic regression) "
+        "with held-out precision, recall, F1, ROC-AUC and a PR curve.",
+        (Input("positive", "sources", "Documents of the field: corpus folders or source files "
+               "(repeatable).", ("--positive",), many=True, required=False),
+         Input("negative", "sources", "Documents of anything else: corpus folders or source "
+               "files (repeatable).", ("--negative",), many=True, required=False),
+         Input("keywords", "file", "Label by rule instead: a file of keywords or phrases, one "
+               "per line (see --min-keyword-hits).", ("--keywords",), required=False),
+         Input("values", "file", "Label by rule instead: a file of values of --field, one per "
+               "line.", ("--values",), required=False)),
+        Output("classifier", "Output classifier folder."),
+    ),
+    StageKind(
+        "expertlm.corpus.filter:corpus_filter", FilterConfig, "corpus filter",
+        "Keep the documents (or paragraphs) a classifier scores as the field: a corpus folder "
+        "with each document's score and a manifest of what was kept.",
+        (Input("sources", "sources", "Corpus folders or source files, as corpus build reads "
+               "them.", many=True),
+         Input("classifier", "classifier", "Classifier folder (from `expertlm classifier "
+               "train`).", ("--classifier",))),
+        Output("corpus", "Output corpus folder."),
+    ),
+    StageKind(
+        "expertlm.synth.web:corpus_web", WebConfig, "corpus web",
+        "Generate a mixed synthetic web corpus (the domain, the general field and other fields) "
+        "with a hidden truth file of each document's field.",
+        output=Output("synth", "Output folder (web.jsonl.gz, truth.jsonl, manifest.json)."),
     ),
     StageKind(
         "expertlm.synth.build:corpus_synth", SynthConfig, "corpus synth",

@@ -121,3 +121,16 @@ class SynthConfig(StageConfig):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class WebConfig(StageConfig):
+    """Options of `corpus web` (a mixed synthetic web corpus with a hidden truth file)."""
+
+    seed: int = 0
+    """Seed of the two synthetic fields' worlds and of the web fields' text and the mixing."""
+    domain_docs: int = Field(1000, ge=1)
+    """Documents (papers) from the domain field."""
+    general_docs: int = Field(1000, ge=0)
+    """Documents (papers) from the general field."""
+    other_docs: int = Field(1000, ge=0)
+    """Documents from each of the other web fields (law, finance, cooking pages)."""

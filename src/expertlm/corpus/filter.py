@@ -1,0 +1,288 @@
+"""`expertlm corpus filter`: carve a field out of general text with a classifier.
+
+Every document of the sources (corpus folders, or source files read as `corpus build` reads
+them) is scored by a classifier from `classifier train`: the whole document, or with `--unit
+paragraph` each paragraph (blank-line separated). A unit is kept when its probability is at or
+above `--threshold` (default: the classifier's default threshold, 0.5), or, with `--keep-frac
+F`, when it is among the F highest-scored units (ties in input order; the scores are computed
+in a first pass and the sources read again to write). A paragraph-filtered document keeps its
+kept paragraphs (joined by blank lines) and is dropped if none is kept.
+
+The output is a corpus folder like `corpus build`'s: `train.jsonl.gz` and `val.jsonl.gz`
+(split by the same hash of the id), each document with its `domain_score` (paragraphs: the
+highest kept paragraph's score, with `paragraph_scores` of the kept paragraphs), and
+`manifest.json` with the threshold, a 20-bin histogram of the scores, the counts kept and
+removed (input = kept + removed), the inputs and the classifier with their hashes. The filter
+does not clean or deduplicate: filter a built corpus for that.
+
+Scoring runs in `--workers` processes, a batch of about a million characters at a time; the
+output is the same for any number of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from expertlm.classifier import Classifier, describe_inputs, iter_documents, load_classifier
+from expertlm.config import CorpusConfig, FilterConfig
+from expertlm.console import bytes_progress, info, warn
+from expertlm.corpus.docs import MANIFEST, SPLITS, in_val
+from expertlm.corpus.scan import SMALL_INPUT_BYTES
+from expertlm.encode import available_cpus
+from expertlm.errors import ExpertlmError
+from expertlm.features import _WORKER, gzip_member, init_worker, score_texts
+from expertlm.io import (
+    GzipMembers,
+    atomic_dir,
+    check_output_dir,
+    provenance,
+    sha256_file,
+    write_json,
+)
+
+BATCH_CHARS = 1_000_000
+BATCH_UNITS = 4096  # (the vectorizer's fast 32-bit sort keys hold 4096 documents of 2**20 columns)
+BINS = 20
+_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
+RUN_FIELDS = frozenset({"workers"})
+READ_FIELDS = ("text_field", "id_field", "year_field", "keep_fields", "skip_bad")
+
+
+def paragraphs(text: str) -> list[str]:
+    """The blank-line separated paragraphs of `text`, stripped, empty ones left out."""
+    return [p for p in (s.strip() for s in _PARAGRAPH.split(text)) if p]
+
+
+# --- scoring in worker processes -------------------------------------------------------------
+
+class Scorers:
+    """`submit(fn, *args) -> Future` in worker processes that hold the classifier's weights
+    (spawned; `features` holds their functions and imports numpy only), or in this process
+    when there is one worker."""
+
+    def __init__(self, clf: Classifier, count: int) -> None:
+        self.count = count
+        self._pool = None
+        v = clf.vectorizer
+        args = ({"n_features": v.n_features, "ngram_max": v.ngram_max, "lowercase": v.lowercase,
+                 "max_chars": v.max_chars}, clf.coef, clf.intercept)  # fmt: skip
+        if count > 1:
+            self._pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
+                                             initializer=init_worker, initargs=args)  # fmt: skip
+        else:
+            init_worker(*args)
+
+    def submit(self, fn, *args) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        f: Future = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def __enter__(self) -> Scorers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        _WORKER.clear()
+
+
+def units_of(doc: dict, unit: str) -> list[str]:
+    return [doc["text"]] if unit == "document" else paragraphs(doc["text"])
+
+
+def scored(docs: Iterator[dict], unit: str, pool: Scorers) -> Iterator[tuple[dict, list[str], np.ndarray]]:
+    """(document, its units, their scores) in input order."""
+    pending: deque[tuple[list, list, Future]] = deque()
+    batch: list[dict] = []
+    units: list[list[str]] = []
+    chars = n_units = 0
+
+    def submit() -> None:
+        nonlocal batch, units, chars, n_units
+        if batch:
+            flat = [u for us in units for u in us]
+            pending.append((batch, units, pool.submit(score_texts, flat)))
+            batch, units, chars, n_units = [], [], 0, 0
+
+    def done() -> Iterator[tuple[dict, list[str], np.ndarray]]:
+        docs_, units_, result = pending.popleft()
+        scores = result.result()
+        at = 0
+        for doc, us in zip(docs_, units_, strict=True):
+            yield doc, us, scores[at : at + len(us)]
+            at += len(us)
+
+    for doc in docs:
+        us = units_of(doc, unit)
+        batch.append(doc)
+        units.append(us)
+        chars += len(doc["text"])
+        n_units += len(us)
+        if chars >= BATCH_CHARS or n_units >= BATCH_UNITS:
+            submit()
+            while len(pending) > 2 * pool.count:
+                yield from done()
+    submit()
+    while pending:
+        yield from done()
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+
+def corpus_filter(
+    sources: list[str | Path],
+    out: str | Path,
+    *,
+    classifier: str | Path,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    **options,
+) -> Path:
+    """Keep the documents (or paragraphs) of `sources` that `classifier` scores as the field,
+    as a corpus folder `out`. `options` are the fields of `FilterConfig`. Returns the folder."""
+    t0 = time.time()
+    cfg = FilterConfig.from_options(options, source="option")
+    out = Path(out)
+    sources = list(sources)
+    check_output_dir(out, overwrite, inputs=[*sources, classifier])
+    clf = load_classifier(classifier)
+    # the reading options the user gave (a field named but in no record is an error)
+    read_cfg = CorpusConfig(**{k: getattr(cfg, k) for k in READ_FIELDS if k in cfg.model_fields_set})
+    inputs = describe_inputs(sources, out)
+    total = sum(i["bytes"] for i in inputs)
+    workers = cfg.workers or (1 if total < SMALL_INPUT_BYTES else available_cpus())
+    stats: Counter = Counter()
+
+    with atomic_dir(out, overwrite) as tmp, Scorers(clf, workers) as pool, \
+            bytes_progress("docs", show_progress) as bar:  # fmt: skip
+
+        def read(name: str) -> Iterator[dict]:
+            task = bar.add_task(name, total=total, count=0)
+            for k, doc in enumerate(
+                iter_documents(sources, read_cfg, stats, lambda n: bar.advance(task, n), out)
+            ):
+                if k % 256 == 0:
+                    bar.update(task, count=k)
+                yield doc
+            bar.update(task, completed=total)
+
+        if cfg.keep_frac is not None:  # first pass: every unit's score, then the top share
+            per_doc = [s for _, _, s in scored(read("corpus filter: scoring"), cfg.unit, pool)]
+            flat = np.concatenate(per_doc) if per_doc else np.zeros(0)
+            keep_mask = np.zeros(len(flat), bool)
+            keep_mask[np.argsort(-flat, kind="stable")[: math.ceil(cfg.keep_frac * len(flat))]] = (
+                True
+            )
+            threshold = float(flat[keep_mask].min()) if keep_mask.any() else 1.0
+            stats.clear()  # (the second pass counts the bad records again)
+            stream = (
+                (doc, units_of(doc, cfg.unit), s)
+                for doc, s in zip(read("corpus filter"), per_doc, strict=True)
+            )
+        else:
+            threshold = cfg.threshold if cfg.threshold is not None else clf.threshold
+            keep_mask = None
+            stream = scored(read("corpus filter"), cfg.unit, pool)
+
+        writers = {
+            s: GzipMembers(tmp / f"{s}.jsonl.gz", lambda d: pool.submit(gzip_member, d))
+            for s in SPLITS
+        }
+        sizes = {s: Counter() for s in SPLITS}
+        counts: Counter = Counter()
+        hist = np.zeros(BINS, np.int64)
+        top = -1.0
+        at = 0
+        try:
+            for doc, units, scores in stream:
+                counts["input"] += 1
+                counts["units"] += len(units)
+                counts["input_chars"] += len(doc["text"])
+                hist += np.bincount(np.minimum((scores * BINS).astype(np.int64), BINS - 1), minlength=BINS)
+                top = max(top, float(scores.max(initial=-1.0)))
+                keep = (
+                    keep_mask[at : at + len(units)]
+                    if keep_mask is not None
+                    else scores >= threshold
+                )
+                at += len(units)
+                if not keep.any():
+                    continue
+                counts["units_kept"] += int(keep.sum())
+                if cfg.unit == "document":
+                    doc = {**doc, "domain_score": float(scores[0])}
+                else:
+                    kept = scores[keep]
+                    doc = {**doc, "text": "\n\n".join(u for u, k in zip(units, keep, strict=True) if k),
+                           "domain_score": float(kept.max()), "paragraph_scores": kept.tolist(),
+                           "paragraphs": len(units)}  # fmt: skip
+                split = "val" if in_val(str(doc["id"]), cfg.val_frac, cfg.split_seed) else "train"
+                writers[split].write((json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"))
+                sizes[split]["docs"] += 1
+                sizes[split]["chars"] += len(doc["text"])
+        finally:
+            for w in writers.values():
+                w.close()
+
+        kept = sizes["train"]["docs"] + sizes["val"]["docs"]
+        if kept == 0:
+            what = f"at or above {threshold:g}" if cfg.keep_frac is None else "in the top share"
+            raise ExpertlmError(
+                f"nothing kept: no {cfg.unit} of {counts['input']:,} document(s) scored {what} "
+                f"(highest score {top:.4g}); lower --threshold or use --keep-frac"
+            )
+        if sizes["val"]["docs"] == 0 and cfg.val_frac > 0:
+            warn(
+                f"the validation split is empty ({kept} documents at val_frac {cfg.val_frac}); raise --val-frac"
+            )
+        removed = counts["input"] - kept
+        assert counts["input"] == kept + removed
+        manifest = {
+            "format": "expertlm.corpus/1",
+            "inputs": inputs,
+            "config": cfg.model_dump(mode="json", exclude=set(RUN_FIELDS)),
+            "counts": {"input": counts["input"], "kept": kept, "removed": {"below_threshold": removed}},
+            "filter": {
+                "classifier": {"path": str(clf.path), "sha256": clf.hash},
+                "unit": cfg.unit,
+                "threshold": threshold,
+                "threshold_from": ("keep_frac" if cfg.keep_frac is not None else
+                                   "option" if cfg.threshold is not None else "classifier default"),
+                "keep_frac": cfg.keep_frac,
+                "units": {"input": counts["units"], "kept": counts["units_kept"],
+                          "removed": counts["units"] - counts["units_kept"]},
+                "chars": {"input": counts["input_chars"],
+                          "kept": sizes["train"]["chars"] + sizes["val"]["chars"]},
+                "histogram": {"edges": np.linspace(0, 1, BINS + 1).round(4).tolist(),
+                              "counts": hist.tolist()},
+                "bad_records": stats["bad_record"],
+            },
+            "split": {
+                "method": "blake2b(seed, id) < val_frac",
+                "seed": cfg.split_seed,
+                "val_frac": cfg.val_frac,
+                **{s: {"docs": sizes[s]["docs"], "chars": sizes[s]["chars"]} for s in SPLITS},
+            },
+            "outputs": {f"{s}.jsonl.gz": sha256_file(tmp / f"{s}.jsonl.gz") for s in SPLITS},
+            "parallel": {"workers": workers},
+            "wall_s": round(time.time() - t0, 3),
+            **provenance(),
+        }  # fmt: skip
+        write_json(tmp / MANIFEST, manifest)
+
+    info(f"corpus filter: kept {kept:,} of {counts['input']:,} documents at threshold {threshold:.4g} "
+         f"({counts['units_kept']:,} of {counts['units']:,} {cfg.unit}s) -> {out}")  # fmt: skip
+    return out
