@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from expertlm.hashing import mix64
+
 FORMAT = "expertlm.hashed-ngrams/1"
 MAX_TOKEN_CHARS = 64
 _BMP = 0x10000
 _P = np.uint64(0x100000001B3)  # odd: invertible mod 2^64
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _NGRAM = np.uint64(0x9E3779B97F4A7C15)
 _LEN = np.uint64(0xD6E8FEB86659FD93)
 _SEP = "\n"  # joins a batch's documents (not a word character)
@@ -72,16 +73,6 @@ def reuse_freed_memory() -> None:
                                       libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)])  # fmt: skip
     except (OSError, AttributeError):
         _TABLES["malloc"] = np.zeros(2)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (in place where it can): every input bit reaches the top bits."""
-    x ^= x >> np.uint64(30)
-    x *= _M1
-    x ^= x >> np.uint64(27)
-    x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
 
 
 @dataclass(frozen=True)
@@ -148,7 +139,7 @@ class HashedNgrams:
                 hs[:k] += code[at[:k] + j] * powers[j]
             h = np.empty_like(hs)
             h[order] = hs
-            h = _mix(h ^ (size.astype(np.uint64) * _LEN))
+            h = mix64(h ^ (size.astype(np.uint64) * _LEN))
             doc = np.searchsorted(np.cumsum(lengths), starts, side="right")
             shift = np.uint64(64 - self.bits)
             cols, docs = [h >> shift], [doc]
@@ -157,7 +148,7 @@ class HashedNgrams:
                 if len(gram) < 2:
                     break
                 same = doc[n - 1 :] == doc[: len(doc) - n + 1]
-                gram = _mix(gram[:-1] * _NGRAM + h[n - 1 :] + np.uint64(n))
+                gram = mix64(gram[:-1] * _NGRAM + h[n - 1 :] + np.uint64(n))
                 cols.append(gram[same] >> shift)
                 docs.append(doc[: len(doc) - n + 1][same])
         return np.concatenate(docs), np.concatenate(cols).astype(np.int64)

@@ -22,6 +22,7 @@ from functools import cache
 import numpy as np
 
 from expertlm.corpus.clean import casefold_chunks, word_pattern
+from expertlm.hashing import mix64
 
 
 def text_digest(text: str) -> bytes:
@@ -182,12 +183,7 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * _MIX3, x.shape[:2]).copy()
     for k in range(rows):
         h = h * _MIX1 + x[:, :, k]
-    h ^= h >> np.uint64(30)
-    h *= _MIX2
-    h ^= h >> np.uint64(27)
-    h *= _MIX3
-    h ^= h >> np.uint64(31)
-    return h
+    return mix64(h)
 
 
 def similar(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:

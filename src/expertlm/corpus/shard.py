@@ -22,16 +22,14 @@ import numpy as np
 
 from expertlm.config import SHARD
 from expertlm.errors import ExpertlmError
+from expertlm.hashing import GOLDEN, mix64
 from expertlm.io import read_json
 
 BLOCK_DOCS = 64
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return mix64(x.astype(np.uint64) + GOLDEN)
 
 
 def block_owners(blocks: int, count: int) -> np.ndarray:
