@@ -207,7 +207,7 @@ def test_resume_refuses_other_shards_and_changed_options(world, tmp_path):
     other = copy(world["shards"], tmp_path / "other")
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps(meta | {"corpus_hash": "0" * 64}))
-    with pytest.raises(ExpertlmError, match="shards differ.*corpus_hash"):
+    with pytest.raises(ExpertlmError, match="training data differ.*corpus_hash"):
         expertlm.train(other, run, resume=True, max_steps=6, show_progress=False)
     with pytest.raises(ExpertlmError, match=r"--lr 0.5 differs from the run's None"):
         expertlm.train(world["shards"], run, resume=True, lr=0.5, max_steps=6, show_progress=False)
