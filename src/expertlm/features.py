@@ -208,10 +208,3 @@ def init_worker(settings: dict, coef: np.ndarray, intercept: float) -> None:
 def score_texts(texts: list[str]) -> np.ndarray:
     vec, coef, intercept = _WORKER["score"]
     return sigmoid(vec.decision(texts, coef, intercept))
-
-
-def gzip_member(data: bytes) -> bytes:
-    """`corpus.scan.gzip_member` (level 6, no timestamp), for these workers."""
-    import gzip
-
-    return gzip.compress(data, compresslevel=6, mtime=0)

@@ -217,6 +217,11 @@ class JsonlWriter:
         self.close()
 
 
+def gzip_member(data: bytes) -> bytes:
+    """One gzip member (level 6, no timestamp: the same data gives the same bytes)."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
 class GzipMembers:
     """Write a `.gz` file as a series of gzip members of about `block_bytes` of data each, every
     member compressed by `compress(data) -> Future[bytes]` (in worker processes, say), written in

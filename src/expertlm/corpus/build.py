@@ -44,7 +44,6 @@ from expertlm.corpus.scan import (
     EligibleCursor,
     Workers,
     content_config,
-    gzip_member,
     scan,
 )
 from expertlm.corpus.shard import BLOCK_DOCS, Shard, block_owners, find_parts
@@ -55,6 +54,7 @@ from expertlm.io import (
     GzipMembers,
     atomic_dir,
     check_output_dir,
+    gzip_member,
     provenance,
     sha256_file,
     write_json,

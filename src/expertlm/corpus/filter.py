@@ -27,8 +27,7 @@ import re
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +36,15 @@ from expertlm.classifier import Classifier, describe_inputs, iter_documents, loa
 from expertlm.config import CorpusConfig, FilterConfig
 from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import MANIFEST, SPLITS, in_val
-from expertlm.corpus.scan import SMALL_INPUT_BYTES
+from expertlm.corpus.scan import SMALL_INPUT_BYTES, WorkerPool
 from expertlm.encode import available_cpus
 from expertlm.errors import ExpertlmError
-from expertlm.features import _WORKER, gzip_member, init_worker, score_texts
+from expertlm.features import _WORKER, init_worker, score_texts
 from expertlm.io import (
     GzipMembers,
     atomic_dir,
     check_output_dir,
+    gzip_member,
     provenance,
     sha256_file,
     write_json,
@@ -65,37 +65,15 @@ def paragraphs(text: str) -> list[str]:
 
 # --- scoring in worker processes -------------------------------------------------------------
 
-class Scorers:
-    """`submit(fn, *args) -> Future` in worker processes that hold the classifier's weights
-    (spawned; `features` holds their functions and imports numpy only), or in this process
-    when there is one worker."""
+class Scorers(WorkerPool):
+    """Worker processes that hold the classifier's weights (spawned; `features` holds their
+    functions and imports numpy only), or this process when there is one worker."""
 
     def __init__(self, clf: Classifier, count: int) -> None:
-        self.count = count
-        self._pool = None
         v = clf.vectorizer
         args = ({"n_features": v.n_features, "ngram_max": v.ngram_max, "lowercase": v.lowercase,
                  "max_chars": v.max_chars}, clf.coef, clf.intercept)  # fmt: skip
-        if count > 1:
-            self._pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
-                                             initializer=init_worker, initargs=args)  # fmt: skip
-        else:
-            init_worker(*args)
-
-    def submit(self, fn, *args) -> Future:
-        if self._pool is not None:
-            return self._pool.submit(fn, *args)
-        f: Future = Future()
-        f.set_result(fn(*args))
-        return f
-
-    def __enter__(self) -> Scorers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        _WORKER.clear()
+        super().__init__(count, init_worker, args, _WORKER)
 
 
 def units_of(doc: dict, unit: str) -> list[str]:

@@ -150,26 +150,18 @@ def _work(docs: list[tuple]) -> dict:
     return _WORKER["work"](docs)
 
 
-def gzip_member(data: bytes) -> bytes:
-    """One gzip member (level 6, no timestamp: the same data gives the same bytes)."""
-    import gzip
+class WorkerPool:
+    """`submit(fn, *args) -> Future`: worker processes (spawned: the parent may hold threads)
+    set up by `initializer(*initargs)`, or this process when there is one worker. `state` is
+    the module dict the initializer fills, cleared on exit. Use as a context manager."""
 
-    return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-class Workers:
-    """`submit(fn, *args) -> Future`: worker processes (spawned: the parent may hold threads),
-    or this process when there is one worker. Use as a context manager."""
-
-    def __init__(self, cfg: CorpusConfig, count: int) -> None:
-        self.count = count
-        cfg_json = cfg.model_copy(update={"workers": None}).model_dump_json()
-        self._pool = None
+    def __init__(self, count: int, initializer: Callable, initargs: tuple, state: dict) -> None:
+        self.count, self._state, self._pool = count, state, None
         if count > 1:
             self._pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
-                                             initializer=_init, initargs=(cfg_json,))  # fmt: skip
+                                             initializer=initializer, initargs=initargs)  # fmt: skip
         else:
-            _init(cfg_json)
+            initializer(*initargs)
 
     def submit(self, fn: Callable, *args) -> Future:
         if self._pool is not None:
@@ -178,13 +170,21 @@ class Workers:
         f.set_result(fn(*args))
         return f
 
-    def __enter__(self) -> Workers:
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        _WORKER.clear()
+        self._state.clear()
+
+
+class Workers(WorkerPool):
+    """The pool of `corpus build`: workers that hold the build's config (`DocWork`)."""
+
+    def __init__(self, cfg: CorpusConfig, count: int) -> None:
+        cfg_json = cfg.model_copy(update={"workers": None}).model_dump_json()
+        super().__init__(count, _init, (cfg_json,), _WORKER)
 
 
 class PartWriter:
