@@ -113,7 +113,26 @@ def _shard_spec(v: str | None) -> str | None:
     return v
 
 
-class CorpusConfig(StageConfig):
+class ShardOptions(StageConfig):
+    """`--shard I/N` and `--merge DIR` (corpus/shard.py), taken by `corpus build` and `data
+    prepare`: the per-document work split over N tasks, then merged."""
+
+    shard: str | None = None
+    """I/N: do only task I's share of the per-document work (0 <= I < N, documents by a hash of
+    their position) into --out, for a later --merge (e.g. one Slurm array task each)."""
+    merge: Path | None = None
+    """Folder of the N --shard I/N outputs to merge (the same inputs and options)."""
+
+    _shard = field_validator("shard")(_shard_spec)
+
+    @model_validator(mode="after")
+    def _one_role(self) -> ShardOptions:
+        if self.shard is not None and self.merge is not None:
+            raise ValueError("--shard and --merge: a task either does a shard or merges them")
+        return self
+
+
+class CorpusConfig(ShardOptions):
     """Options of `corpus build`."""
 
     text_field: str = "text"
@@ -158,13 +177,6 @@ class CorpusConfig(StageConfig):
     workers: int | None = Field(None, ge=1)
     """Worker processes for cleaning, hashing and MinHash (default: one per core, or none for
     inputs under 8 MB); the output is the same for any number."""
-    shard: str | None = None
-    """I/N: do only task I's share of the per-document work (0 <= I < N, documents by a hash of
-    their position) into --out, for a later --merge (e.g. one Slurm array task each)."""
-    merge: Path | None = None
-    """Folder of the N --shard I/N outputs to merge into the corpus (same sources and options)."""
-
-    _shard = field_validator("shard")(_shard_spec)
 
     @field_validator("keep_fields")
     @classmethod
@@ -183,8 +195,6 @@ class CorpusConfig(StageConfig):
             and self.min_year > self.max_year
         ):
             raise ValueError(f"min_year {self.min_year} is after max_year {self.max_year}")
-        if self.shard is not None and self.merge is not None:
-            raise ValueError("--shard and --merge: a task either does a shard or merges them")
         return self
 
 
@@ -304,23 +314,9 @@ class TokenizerCompareConfig(StageConfig):
     """Most frequent split words listed per tokenizer."""
 
 
-class PrepareConfig(StageConfig):
-    """Options of `data prepare` (the corpus and the tokenizer decide the tokens)."""
-
-    shard: str | None = None
-    """I/N: encode only task I's share of the documents (0 <= I < N, by a hash of their
-    position) into --out, for a later --merge (e.g. one Slurm array task each)."""
-    merge: Path | None = None
-    """Folder of the N --shard I/N outputs to concatenate into the shards (same corpus and
-    tokenizer)."""
-
-    _shard = field_validator("shard")(_shard_spec)
-
-    @model_validator(mode="after")
-    def _one_role(self) -> PrepareConfig:
-        if self.shard is not None and self.merge is not None:
-            raise ValueError("--shard and --merge: a task either does a shard or merges them")
-        return self
+class PrepareConfig(ShardOptions):
+    """Options of `data prepare` (the corpus and the tokenizer decide the tokens; `--shard` and
+    `--merge` split the encoding over tasks)."""
 
 
 class GPT2Overrides(StageConfig):
