@@ -40,15 +40,14 @@ from expertlm.corpus.scan import (
     PART,
     PART_FORMAT,
     REMOVALS,
-    SMALL_INPUT_BYTES,
     EligibleCursor,
     Workers,
     content_config,
     scan,
+    worker_count,
 )
 from expertlm.corpus.shard import BLOCK_DOCS, Shard, block_owners, find_parts
 from expertlm.corpus.sources import check_fields, describe_source, expand_sources
-from expertlm.encode import available_cpus
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
     GzipMembers,
@@ -87,7 +86,7 @@ def corpus_build(
     inputs = [describe_source(p) for p in files]  # files: path, bytes, sha256; hf: datasets too
     parts = _shard_parts(cfg, inputs) if cfg.merge is not None else None
     total_bytes = sum(i["bytes"] for i in inputs)
-    workers = cfg.workers or (1 if total_bytes < SMALL_INPUT_BYTES else available_cpus())
+    workers = worker_count(cfg.workers, total_bytes)
 
     with atomic_dir(out, overwrite) as tmp, Workers(cfg, workers) as pool:
         if parts is None:

@@ -36,8 +36,7 @@ from expertlm.classifier import Classifier, describe_inputs, iter_documents, loa
 from expertlm.config import CorpusConfig, FilterConfig
 from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import MANIFEST, SPLITS, in_val
-from expertlm.corpus.scan import SMALL_INPUT_BYTES, WorkerPool
-from expertlm.encode import available_cpus
+from expertlm.corpus.scan import WorkerPool, worker_count
 from expertlm.errors import ExpertlmError
 from expertlm.features import _WORKER, init_worker, score_texts
 from expertlm.io import (
@@ -141,7 +140,7 @@ def corpus_filter(
     read_cfg = CorpusConfig(**{k: getattr(cfg, k) for k in READ_FIELDS if k in cfg.model_fields_set})
     inputs = describe_inputs(sources, out)
     total = sum(i["bytes"] for i in inputs)
-    workers = cfg.workers or (1 if total < SMALL_INPUT_BYTES else available_cpus())
+    workers = worker_count(cfg.workers, total)
     stats: Counter = Counter()
 
     with atomic_dir(out, overwrite) as tmp, Scorers(clf, workers) as pool, \

@@ -71,6 +71,14 @@ BATCH_CHARS = 1_000_000
 SMALL_INPUT_BYTES = 8 << 20
 
 
+def worker_count(requested: int | None, input_bytes: int) -> int:
+    """`--workers` as given, else one per core, or one (this process) for inputs under
+    `SMALL_INPUT_BYTES`, where starting processes costs more than it saves."""
+    from expertlm.encode import available_cpus
+
+    return requested or (1 if input_bytes < SMALL_INPUT_BYTES else available_cpus())
+
+
 def content_config(cfg: CorpusConfig) -> dict:
     """The options that decide the output (all but how it runs), as the manifest records them."""
     return cfg.model_dump(mode="json", exclude=set(RUN_FIELDS))
