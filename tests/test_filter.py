@@ -162,6 +162,42 @@ def test_workers_and_corpus_folders(webs, web_clf, filtered, tmp_path):
     assert sorted(map(json.dumps, _kept(again))) == sorted(map(json.dumps, _kept(filtered)))
 
 
+def test_shards_merge_to_the_bytes_of_one_task(webs, web_clf, filtered, tmp_path):
+    """--shard I/3 then --merge: the corpus files one task writes, the same counts and histogram;
+    a merge refuses a missing shard, other options and another classifier."""
+    src = [webs[2] / WEB]
+    parts = tmp_path / "parts"
+    seen = []
+    for i in range(3):
+        part = corpus_filter(src, parts / f"s{i}", classifier=web_clf, val_frac=0.1, shard=f"{i}/3",
+                             show_progress=False)  # fmt: skip
+        seen.append(json.loads((part / "filter-part.json").read_text())["counts"]["input"])
+    one = json.loads((filtered / "manifest.json").read_text())
+    assert sum(seen) == one["counts"]["input"] and min(seen) > 0
+    merged = corpus_filter(src, tmp_path / "merged", classifier=web_clf, val_frac=0.1, merge=parts,
+                           show_progress=False)  # fmt: skip
+    for s in SPLITS:
+        assert (merged / f"{s}.jsonl.gz").read_bytes() == (filtered / f"{s}.jsonl.gz").read_bytes()
+    theirs = json.loads((merged / "manifest.json").read_text())
+    for key in ("counts", "split", "outputs"):
+        assert theirs[key] == one[key]
+    assert theirs["filter"]["histogram"] == one["filter"]["histogram"]
+    assert theirs["parallel"]["shards"] == 3
+
+    with pytest.raises(ExpertlmError, match="other options.*--val-frac"):
+        corpus_filter(src, tmp_path / "x", classifier=web_clf, val_frac=0.2, merge=parts, show_progress=False)
+    other = classifier_train(tmp_path / "clf2", positive=[web_clf.parent / "neg.jsonl"],
+                             negative=[web_clf.parent / "pos.jsonl"], show_progress=False)  # fmt: skip
+    with pytest.raises(ExpertlmError, match="another classifier"):
+        corpus_filter(src, tmp_path / "x", classifier=other, val_frac=0.1, merge=parts, show_progress=False)
+    (parts / "s1" / "filter-part.json").unlink()
+    with pytest.raises(ExpertlmError, match=r"shard\(s\) 1 of 3 missing"):
+        corpus_filter(src, tmp_path / "x", classifier=web_clf, val_frac=0.1, merge=parts, show_progress=False)
+    with pytest.raises(ExpertlmError, match="--keep-frac needs every document's score"):
+        corpus_filter(src, tmp_path / "x", classifier=web_clf, keep_frac=0.5, shard="0/2", show_progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_errors(webs, web_clf, tmp_path, capsys):
     from expertlm.cli import main
 

@@ -114,8 +114,8 @@ def _shard_spec(v: str | None) -> str | None:
 
 
 class ShardOptions(StageConfig):
-    """`--shard I/N` and `--merge DIR` (corpus/shard.py), taken by `corpus build` and `data
-    prepare`: the per-document work split over N tasks, then merged."""
+    """`--shard I/N` and `--merge DIR` (corpus/shard.py), taken by `corpus build`, `corpus
+    filter` and `data prepare`: the per-document work split over N tasks, then merged."""
 
     shard: str | None = None
     """I/N: do only task I's share of the per-document work (0 <= I < N, documents by a hash of
@@ -815,7 +815,7 @@ class ClassifierConfig(StageConfig):
     _n_features = field_validator("n_features")(_power_of_two)
 
 
-class FilterConfig(StageConfig):
+class FilterConfig(ShardOptions):
     """Options of `corpus filter`."""
 
     threshold: float | None = Field(None, ge=0.0, le=1.0)
@@ -851,4 +851,7 @@ class FilterConfig(StageConfig):
     def _one_rule(self) -> FilterConfig:
         if self.threshold is not None and self.keep_frac is not None:
             raise ValueError("--threshold and --keep-frac: give one of them, not both")
+        if self.keep_frac is not None and (self.shard is not None or self.merge is not None):
+            raise ValueError("--keep-frac needs every document's score at once: with --shard or "
+                             "--merge give --threshold instead")
         return self
