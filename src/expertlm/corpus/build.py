@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.config import CorpusConfig, flag
+from expertlm.config import CorpusConfig
 from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.decontam import Decontaminator
 from expertlm.corpus.docs import MANIFEST, SPLITS, in_val
@@ -46,7 +46,7 @@ from expertlm.corpus.scan import (
     scan,
     worker_count,
 )
-from expertlm.corpus.shard import BLOCK_DOCS, Shard, block_owners, find_parts
+from expertlm.corpus.shard import BLOCK_DOCS, Shard, block_owners, check_parts, find_parts
 from expertlm.corpus.sources import check_fields, describe_source, expand_sources
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
@@ -159,16 +159,7 @@ def corpus_build(
 def _shard_parts(cfg: CorpusConfig, inputs: list[dict]) -> list[tuple[Path, dict]]:
     """The N `--shard` outputs in `cfg.merge`, checked against these sources and options."""
     parts = find_parts(cfg.merge, PART, PART_FORMAT)  # type: ignore[arg-type]
-    mine = content_config(cfg)
-    for folder, meta in parts:
-        theirs = meta.get("config", {})
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if differ:
-            what = ", ".join(f"{flag(k)} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
-            raise ExpertlmError(f"{folder}: made with other options ({what}); merge with the shards' options")
-        if meta.get("inputs") != inputs:
-            raise ExpertlmError(f"{folder}: made from other sources (or they changed since); "
-                                "merge with the sources the shards read")  # fmt: skip
+    check_parts(parts, content_config(cfg), inputs)
     return parts
 
 

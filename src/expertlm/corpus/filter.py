@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from expertlm.classifier import Classifier, describe_inputs, iter_documents, load_classifier
-from expertlm.config import CorpusConfig, FilterConfig, flag
+from expertlm.config import CorpusConfig, FilterConfig
 from expertlm.console import bytes_progress, info, warn
 from expertlm.corpus.docs import MANIFEST, SPLITS, in_val
 from expertlm.corpus.scan import WorkerPool, worker_count
-from expertlm.corpus.shard import Shard, find_parts, merge_order
+from expertlm.corpus.shard import Shard, check_parts, find_parts, merge_order
 from expertlm.errors import ExpertlmError
 from expertlm.features import _WORKER, init_worker, score_texts
 from expertlm.io import (
@@ -204,16 +204,8 @@ def _filter_parts(cfg: FilterConfig, inputs: list[dict], clf: Classifier) -> lis
     """The N `--shard` outputs in `cfg.merge`, checked against these sources, options and
     classifier."""
     parts = find_parts(cfg.merge, PART, PART_FORMAT)  # type: ignore[arg-type]
-    mine = cfg.model_dump(mode="json", exclude=set(RUN_FIELDS))
+    check_parts(parts, cfg.model_dump(mode="json", exclude=set(RUN_FIELDS)), inputs)
     for folder, meta in parts:
-        theirs = meta.get("config", {})
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if differ:
-            what = ", ".join(f"{flag(k)} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ)
-            raise ExpertlmError(f"{folder}: made with other options ({what}); merge with the shards' options")
-        if meta.get("inputs") != inputs:
-            raise ExpertlmError(f"{folder}: made from other sources (or they changed since); "
-                                "merge with the sources the shards read")  # fmt: skip
         if meta.get("classifier") != clf.hash:
             raise ExpertlmError(f"{folder}: made with another classifier; merge with the shards' --classifier")
     return parts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlm.config import SHARD
+from expertlm.config import SHARD, flag
 from expertlm.errors import ExpertlmError
 from expertlm.hashing import GOLDEN, mix64
 from expertlm.io import read_json
@@ -118,3 +118,17 @@ def find_parts(folder: Path, meta_file: str, fmt: str) -> list[tuple[Path, dict]
     if missing:
         raise ExpertlmError(f"{folder}: shard(s) {', '.join(missing)} of {count} missing")
     return [by_index[i] for i in range(count)]
+
+
+def check_parts(parts: list[tuple[Path, dict]], config: dict, inputs: list[dict]) -> None:
+    """Refuse a merge of parts made with other options (`config`: those that decide the output)
+    or from other sources (`inputs`, as the parts' metadata records them)."""
+    for folder, meta in parts:
+        theirs = meta.get("config", {})
+        differ = sorted(k for k in set(config) | set(theirs) if config.get(k) != theirs.get(k))
+        if differ:
+            what = ", ".join(f"{flag(k)} {theirs.get(k)!r} there, {config.get(k)!r} here" for k in differ)
+            raise ExpertlmError(f"{folder}: made with other options ({what}); merge with the shards' options")
+        if meta.get("inputs") != inputs:
+            raise ExpertlmError(f"{folder}: made from other sources (or they changed since); "
+                                "merge with the sources the shards read")  # fmt: skip
