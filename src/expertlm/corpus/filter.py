@@ -314,7 +314,7 @@ def corpus_filter(
     workers = worker_count(cfg.workers, total)
     stats: Counter = Counter()
 
-    with atomic_dir(out, overwrite) as tmp, Scorers(clf, workers if parts is None else 1) as pool, \
+    with atomic_dir(out, overwrite) as tmp, Scorers(clf, workers) as pool, \
             bytes_progress("docs", show_progress) as bar:  # fmt: skip
         if parts is not None:
             threshold = parts[0][1]["threshold"]
