@@ -146,3 +146,25 @@ def test_the_paper_profile_dry_run_prints_flops_for_1_5b_to_14b_models(tmp_path)
         assert b["tokens"] == 1_000_000_000 and b["flops"] == b["flops_per_token"] * b["tokens"]
     params = sorted({training_budget(st)["parameters"] for st in plan.stages if st.kind == "train"})
     assert 1.4e9 < params[0] < 1.7e9 and 14e9 < params[-1] < 15.5e9
+
+
+def test_web_skip_papers_takes_the_papers_a_shorter_literature_does_not_hold(tmp_path):
+    import gzip
+    import json
+
+    from expertlm.synth.build import LITERATURE, corpus_synth
+    from expertlm.synth.web import WEB, corpus_web, read_truth
+
+    def texts(path):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line)["text"] for line in f]
+
+    short = texts(corpus_synth(tmp_path / "s20", papers=20, show_progress=False) / LITERATURE)
+    longer = texts(corpus_synth(tmp_path / "s30", papers=30, show_progress=False) / LITERATURE)
+    assert longer[:20] == short  # a literature of n papers is the first n of a longer one
+    web = corpus_web(tmp_path / "web", skip_papers=20, domain_docs=10, general_docs=0,
+                     other_docs=0, show_progress=False)  # fmt: skip
+    truth = read_truth(web)
+    with gzip.open(web / WEB, "rt", encoding="utf-8") as f:
+        domain = {d["text"] for d in map(json.loads, f) if truth[d["id"]] == "domain"}
+    assert domain == set(longer[20:]) and not domain & set(short)
