@@ -647,7 +647,28 @@ class PromptOptions(StageConfig):
     """Exams: the text between the question and a choice (lm-eval's target_delimiter)."""
 
 
-class EvalBenchConfig(ScoringOptions, PromptOptions):
+def _checkpoints_spec(v: str | None) -> str | None:
+    if v is None or v == "all":
+        return v
+    m = re.fullmatch(r"every:(\d+)", v.strip())
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"{v!r}: expected all or every:N (N >= 1 steps), e.g. every:500")
+    return v.strip()
+
+
+class CheckpointOptions(StageConfig):
+    """`--checkpoints` (shared by `eval bench` and `eval ppl`): score every checkpoint of a run."""
+
+    checkpoints: str | None = None
+    """all or every:N: MODEL is a train run folder; score its init (step 0), its checkpoints
+    (every:N: those whose step is a multiple of N) and its final model, into OUT/step-N/ each,
+    with one table OUT/checkpoints.csv and .json (step, tokens, FLOPs from the run's own
+    run.json and metrics.jsonl, and the scores; docs/specialization.md)."""
+
+    _checkpoints = field_validator("checkpoints")(_checkpoints_spec)
+
+
+class EvalBenchConfig(ScoringOptions, PromptOptions, CheckpointOptions):
     """Options of `eval bench`."""
 
     isolated: bool = False
@@ -717,7 +738,7 @@ class BenchExportConfig(PromptOptions):
         return v
 
 
-class EvalPplConfig(ScoringOptions):
+class EvalPplConfig(ScoringOptions, CheckpointOptions):
     """Options of `eval ppl`."""
 
     split: str = "val"

@@ -129,7 +129,11 @@ def flops_per_token(model, context: int) -> int:
     cfg = model.config
     n_layer = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
     d_model = getattr(cfg, "hidden_size", None) or cfg.n_embd
-    n = parameter_counts(model)["non_embedding"] + cfg.vocab_size * d_model
+    n = parameter_counts(model)["non_embedding"]
+    # an untied output projection is a parameter of its own (counted above); a tied one is the
+    # input embedding's, left out of the non-embedding count
+    if getattr(cfg, "tie_word_embeddings", True):
+        n += cfg.vocab_size * d_model
     return int(6 * n + 12 * n_layer * d_model * context)
 
 

@@ -220,9 +220,31 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
             f"{bench}: --isolated needs BrainBench items (an original and an altered version); "
             f"this benchmark has items with other choices"
         )
+    if cfg.checkpoints is not None:
+        from expertlm.eval.checkpoints import over_checkpoints
+
+        return over_checkpoints(
+            model, out, cfg.checkpoints, "bench", overwrite, show_progress,
+            lambda m, folder, label: _bench_into(m, bench, benchmark, cfg, template, folder,
+                                                 show_progress, label),
+        )  # fmt: skip
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        summary = _bench_into(model, bench, benchmark, cfg, template, tmp, show_progress)
+    acc = summary["accuracy"]
+    lo, hi = summary["ci95"]
+    info(f"accuracy {acc:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={summary['n']}, ties={summary['ties']}) "
+         f"at {summary['items_per_s'] or 0:.2f} items/s -> {out}")  # fmt: skip
+    if "metrics" in summary:
+        info("lm-eval conventions: " + ", ".join(f"{m} {summary['metrics'][m]['accuracy']:.3f}" for m in METRICS))
+    return summary
+
+
+def _bench_into(model, bench, benchmark, cfg: EvalBenchConfig, template: str, folder: Path,
+                show_progress: bool, label: str = "eval") -> dict:  # fmt: skip
+    """Score `model` on a loaded benchmark; write items.csv and summary.json into `folder`."""
     scorer = _scorer(model, cfg, cfg.bos)
     t0 = time.time()
-    rows = score_items(scorer, benchmark.items, cfg, template, show_progress)
+    rows = score_items(scorer, benchmark.items, cfg, template, show_progress, label)
     wall = time.time() - t0
     summary = bench_summary(rows, seed=cfg.seed, bins=cfg.bins, reduction=cfg.reduction)
     iso_rows = None
@@ -251,17 +273,10 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
         "wall_s": wall, "items_per_s": len(rows) / wall if wall > 0 else None,
         "provenance": provenance(),
     }  # fmt: skip
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        _write_items(tmp / "items.csv", rows)
-        if iso_rows is not None:
-            _write_items(tmp / "isolated_items.csv", iso_rows)
-        write_json(tmp / "summary.json", summary)
-    acc = summary["accuracy"]
-    lo, hi = summary["ci95"]
-    info(f"accuracy {acc:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={summary['n']}, ties={summary['ties']}) "
-         f"at {summary['items_per_s'] or 0:.2f} items/s -> {out}")  # fmt: skip
-    if "metrics" in summary:
-        info("lm-eval conventions: " + ", ".join(f"{m} {summary['metrics'][m]['accuracy']:.3f}" for m in METRICS))
+    _write_items(folder / "items.csv", rows)
+    if iso_rows is not None:
+        _write_items(folder / "isolated_items.csv", iso_rows)
+    write_json(folder / "summary.json", summary)
     return summary
 
 
@@ -341,7 +356,6 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
     out = Path(out)
     check_output_dir(out, overwrite, inputs=[model, corpus])
     path = split_file(corpus, cfg.split)
-    scorer = _scorer(model, cfg, True)
     texts = []
     for doc in iter_docs(corpus, cfg.split):
         if doc["text"].strip():
@@ -350,11 +364,31 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
             break
     if not texts:
         raise ExpertlmError(f"{path}: no documents to score")
+    hashed = corpus_hash(corpus)
+    if cfg.checkpoints is not None:
+        from expertlm.eval.checkpoints import over_checkpoints
+
+        return over_checkpoints(
+            model, out, cfg.checkpoints, "ppl", overwrite, show_progress,
+            lambda m, folder, label: _ppl_into(m, corpus, hashed, texts, cfg, folder,
+                                               show_progress, label),
+        )  # fmt: skip
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        result = _ppl_into(model, corpus, hashed, texts, cfg, tmp, show_progress)
+    info(f"{result['bits_per_byte']:.4f} bits/byte, token perplexity {result['token_perplexity']:.2f} "
+         f"over {result['tokens']:,} tokens of {len(texts):,} documents -> {out}")  # fmt: skip
+    return result
+
+
+def _ppl_into(model, corpus, hashed: str, texts: list[str], cfg: EvalPplConfig, folder: Path,
+              show_progress: bool, label: str = "ppl") -> dict:  # fmt: skip
+    """Bits per byte of `model` on `texts`; write ppl.json into `folder`."""
+    scorer = _scorer(model, cfg, True)
     t0 = time.time()
     nll_sum, tokens, n_bytes = 0.0, 0, 0
     chunk = 16
     with count_progress(show_progress) as bar:
-        task = bar.add_task("ppl", total=len(texts))
+        task = bar.add_task(label, total=len(texts))
         for k in range(0, len(texts), chunk):
             part = texts[k : k + chunk]
             nlls = scorer.token_nll([scorer.encode(t).ids for t in part])
@@ -367,19 +401,17 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
     result = {
         "format": "expertlm.ppl/1",
         **model_identity(model),
-        "corpus": str(corpus), "corpus_hash": corpus_hash(corpus), "split": cfg.split,
+        "corpus": str(corpus), "corpus_hash": hashed, "split": cfg.split,
         "docs": len(texts), "tokens": tokens, "bytes": n_bytes, "nll_sum_nats": nll_sum,
-        "bits_per_byte": nll_sum / math.log(2) / n_bytes,
+        "bits_per_byte": nll_sum / math.log(2) / n_bytes, "loss": nll_sum / tokens,
         "token_perplexity": math.exp(nll_sum / tokens), "bits_per_token": nll_sum / math.log(2) / tokens,
         "bytes_per_token": n_bytes / tokens, "windowed_docs": scorer.windowed,
         "context": scorer.context, "stride": scorer.stride,
-        "note": "bits per byte compares across tokenizers; per-token perplexity does not",
+        "note": "bits per byte compares across tokenizers; per-token perplexity and loss (mean "
+                "NLL in nats per token) do not",
         "wall_s": wall, "provenance": provenance(),
     }  # fmt: skip
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_json(tmp / "ppl.json", result)
-    info(f"{result['bits_per_byte']:.4f} bits/byte, token perplexity {result['token_perplexity']:.2f} "
-         f"over {tokens:,} tokens of {len(texts):,} documents -> {out}")  # fmt: skip
+    write_json(folder / "ppl.json", result)
     return result
 
 

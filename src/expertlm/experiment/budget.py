@@ -13,6 +13,19 @@ from expertlm.experiment.stages import Stage
 # Hub ids whose architecture is known offline (for --dry-run budgets).
 HUB_PRESETS = {"gpt2": ("gpt2-small", 50257), "gpt2-medium": ("gpt2-medium", 50257),
                "gpt2-large": ("gpt2-large", 50257)}  # fmt: skip
+# Other hub models known offline: the fields of their published config.json that decide their
+# shape (configs/specialization.yaml's paper profile continues these: 1.5B-14B).
+HUB_CONFIGS = {
+    "Qwen/Qwen2.5-1.5B": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+                          "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                          "vocab_size": 151936, "tie_word_embeddings": True, "max_position_embeddings": 131072},
+    "Qwen/Qwen2.5-7B": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+                        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                        "vocab_size": 152064, "tie_word_embeddings": False, "max_position_embeddings": 131072},
+    "Qwen/Qwen2.5-14B": {"model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 13824,
+                         "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+                         "vocab_size": 152064, "tie_word_embeddings": False, "max_position_embeddings": 131072},
+}  # fmt: skip
 
 
 def print_plan(plan: Plan) -> dict:
@@ -54,6 +67,9 @@ def training_budget(st: Stage) -> dict:
     init = cfg["init"]
     preset = cfg["preset"]
     if init != "scratch":
+        if str(init) in HUB_CONFIGS:
+            model = _meta_model(str(init))
+            return _budget(cfg, model, model.config.max_position_embeddings)
         known = HUB_PRESETS.get(str(init))
         if known is not None:
             preset, vocab = known
@@ -71,6 +87,16 @@ def training_budget(st: Stage) -> dict:
     with torch.device("meta"):
         model = GPT2LMHeadModel(gpt2_config(preset, vocab, 0, cfg.get("model") or {}))
     return _budget(cfg, model, model.config.n_positions)
+
+
+def _meta_model(hub_id: str):
+    """A HUB_CONFIGS model on the meta device (no weights, no download)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(HUB_CONFIGS[hub_id])
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields))
 
 
 def _budget(cfg: dict, model, max_context: int) -> dict:
@@ -104,6 +130,8 @@ def _vocab_size(st: Stage) -> int | None:
                 from expertlm.tokenizer import load_handle
 
                 return load_handle(tok.out).vocab_size
+            if str(tok.out) in HUB_CONFIGS:
+                return HUB_CONFIGS[str(tok.out)]["vocab_size"]
             known = HUB_PRESETS.get(str(tok.out))
             return known[1] if known else None
     return None
@@ -161,6 +189,8 @@ def _architecture(st: Stage) -> tuple[dict | None, int | None]:
 
             c = read_json(Path(st.out) / "config.json")
             return None, c.get("n_positions") or c.get("max_position_embeddings")
+        if str(st.out) in HUB_CONFIGS:
+            return None, HUB_CONFIGS[str(st.out)]["max_position_embeddings"]
         if (known := HUB_PRESETS.get(str(st.out))) is not None:
             fields = ModelConfig(preset=known[0]).fields()
             return fields, fields["n_positions"]

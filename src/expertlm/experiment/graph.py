@@ -8,7 +8,8 @@ redoes only what changed. Everything lands under one folder:
 
     OUT/sources/NAME/      synthetic fields (corpus synth), downloads (corpus pubmed)
     OUT/downloads/NAME/    published benchmarks (bench fetch)
-    OUT/corpora/NAME/      corpora (corpus build)
+    OUT/corpora/NAME/      corpora (corpus build, corpus filter)
+    OUT/classifiers/NAME/  classifiers (classifier train)
     OUT/tokenizers/NAME/   tokenizers (tokenizer train)
     OUT/shards/CORPUS--TOKENIZER/
     OUT/runs/VARIANT/seed-S/          models (train; untrained variants are initialised only)
@@ -102,6 +103,8 @@ def manifest(plan: Plan) -> dict:
         "humans": str(plan.humans.out) if plan.humans else None,
         "downloads": {n: str(s.out) for n, s in plan.downloads.items()},
         "tokenizer_comparison": str(Path(comparison.out) / "tokenizers.json") if comparison else None,
+        "checkpoints": spec.eval.checkpoints,  # the compute panel (experiment/compute.py)
+        "compute": spec.eval.compute.model_dump() if spec.eval.compute else None,
         "variants": [
             {"name": n, "label": vp.spec.label or n, "tokenizer": vp.spec.tokenizer, "init": vp.spec.init,
              "data": vp.spec.data, "trained": vp.spec.train is not None and vp.spec.merge is None,

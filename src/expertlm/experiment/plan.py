@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from expertlm import config
 from expertlm.errors import ExpertlmError
-from expertlm.experiment import make_plan
+from expertlm.experiment import filter_plan, make_plan
 from expertlm.experiment.stages import REGISTRY, Stage, external, within
 from expertlm.net import is_hub_id
 from expertlm.synth.build import LITERATURE
@@ -62,6 +62,7 @@ class Plan:
         self.synth: dict[str, Stage] = {}
         self.tokenizers: dict[str, Stage] = {}
         self.benchmarks: dict[str, Stage] = {}
+        self.classifiers: dict[str, Stage] = {}
         self.shards: dict[tuple[str, str], Stage] = {}
         self.variants: dict[str, VariantPlan] = {}
         self.humans: Stage | None = None
@@ -131,6 +132,7 @@ class Plan:
         for name, c in spec.corpora.items():
             if raw[name] is not None:
                 self._corpus_build(name, c, *raw[name])
+        filter_plan.plan_filters(self)  # classifiers and filtered corpora, once their inputs are
         for name, t in spec.tokenizers.items():
             key = f"tokenizers.{name}"
             if t.corpus is None:
@@ -160,6 +162,7 @@ class Plan:
             self._variant(i, spec.variants[i])
         if not self.problems:
             self._evaluations()
+        filter_plan.check_compute(self)
         make_plan.dependency_order(self)  # made benchmarks may need corpora planned after them
 
     def _corpus_sources(self, name: str, c: CorpusSpec) -> tuple[list[Stage], dict] | None:
@@ -172,6 +175,8 @@ class Plan:
                 self.problem(f"{key}.path", f"{p}: not a corpus folder (no train.jsonl.gz)")
             self.corpora[name] = external(f"corpus {name}", p, "corpus")
             return None
+        if c.web is not None or c.filter is not None:
+            return filter_plan.sources(self, name, c)
         build = dict(c.build)
         if c.synth is not None:
             opts = self.options(SynthConfig, dict(c.synth), f"{key}.synth")
@@ -331,7 +336,8 @@ class Plan:
         # (init only matters here as scratch or not: the model itself comes later)
         self.options(config.TrainConfig, {**train, **model, "init": "scratch" if v.init == "scratch" else "pretrained"},
                      f"{key}.train")  # fmt: skip
-        shards = self._shards(v.data, tok, v.tokenizer or (parent.spec.tokenizer if parent else v.init))
+        # (a tokenizer that is not the experiment's: its model's, named by its label)
+        shards = self._shards(v.data, tok, v.tokenizer or (parent.spec.tokenizer if parent else v.init) or tok.label)
         # (a continued variant keeps its parent's architecture: preset and model here only size
         # the --dry-run budget)
         arch = parent.spec if parent is not None else v
@@ -385,16 +391,17 @@ class Plan:
         ppl_opts = {"max_docs": spec.eval.ppl_max_docs, **{k: opts[k] for k in ("batch_size", "device", "dtype") if k in opts}}  # fmt: skip
         self.options(config.EvalPplConfig, {"max_docs": spec.eval.ppl_max_docs}, "eval", {"max_docs": "ppl_max_docs"})
         for name, vp in self.variants.items():
+            at = {"checkpoints": spec.eval.checkpoints} if filter_plan.scored_at_checkpoints(self, vp) else {}
             for seed, model in vp.models.items():
                 base = out / "results" / name / f"seed-{seed}"
                 vp.results[seed], vp.ppl[seed] = {}, {}
                 for b in spec.eval.benchmarks or list(spec.benchmarks):
                     bs = spec.benchmarks[b]
-                    cfg = {"template": bs.template, "repair": bs.repair, "isolated": bs.isolated, **opts}
+                    cfg = {"template": bs.template, "repair": bs.repair, "isolated": bs.isolated, **opts, **at}
                     vp.results[seed][b] = self.add("eval_bench", f"eval {name} seed {seed} on {b}", base / b, cfg,
                                                    {"model": model, "bench": self.benchmarks[b]})  # fmt: skip
                 for c in spec.eval.ppl:
-                    vp.ppl[seed][c] = self.add("eval_ppl", f"ppl {name} seed {seed} on {c}", base / f"ppl-{c}", ppl_opts,
+                    vp.ppl[seed][c] = self.add("eval_ppl", f"ppl {name} seed {seed} on {c}", base / f"ppl-{c}", ppl_opts | at,
                                                {"model": model, "corpus": self.corpora[c]})  # fmt: skip
         local = {n: t for n, t in self.tokenizers.items() if t.kind != "input" or Path(t.out).exists()}
         if len(local) >= 2:

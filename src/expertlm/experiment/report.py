@@ -28,6 +28,7 @@ from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.eval.exams import REPORT_HEADERS, report_rows
+from expertlm.experiment import compute
 from expertlm.io import atomic_dir, check_output, read_json
 from expertlm.synth import paper
 
@@ -110,6 +111,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
     ppl = _ppl_table(data, nums)
     exams = report_rows(data, nums.take)
     summary = _summary(exp, data, claims)
+    files: dict[str, bytes] = {}  # besides the figures (the compute panel's table)
+    compute_rows = _compute_panel(exp, nums, figures, files)
     md += ["## Figure 1: accuracy per variant", "", "![accuracy](accuracy.png)", "", summary, ""]
 
     def add(title: str, headers: list[str], rows: list[list]) -> None:
@@ -134,6 +137,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
              "only B right"], pairs)  # fmt: skip
     if exams:
         add("Exams: lm-evaluation-harness metrics (95% CI); acc_ppl is the perplexity rule", REPORT_HEADERS, exams)
+    if compute_rows:
+        add("Compute-effectiveness and forgetting per size (compute.csv; docs/specialization.md)",
+            compute.HEADERS, compute_rows)  # fmt: skip
     if ppl:
         add("Held-out text: bits per byte (forgetting)",
             ["variant", "seed", "corpus", "bits per byte", "token perplexity", "tokens"], ppl)
@@ -143,7 +149,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
     md += ["## Sources", "", "Every number above is in `tables.csv` with the file and key it came from.", ""]
 
     with atomic_dir(out, overwrite=True) as tmp:
-        for name, png in figures.items():
+        for name, png in (figures | files).items():
             (tmp / name).write_bytes(png)
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         (tmp / "index.html").write_text(_html(exp, figures, summary, sections), encoding="utf-8")
@@ -573,7 +579,22 @@ document.body.setAttribute('data-scales',imgs.map(function(i){return (i.naturalW
 document.body.setAttribute('data-figures',bad===0&&imgs.length>0?'ok':'failed '+bad+' of '+imgs.length);});</script>"""
 
 
-_FIGURES = (("calibration.png", "Calibration"), ("loss.png", "Training and validation loss"),
+def _compute_panel(exp, nums: Numbers, figures: dict, files: dict) -> list[list]:
+    """Score vs FLOPs per size, filtered vs unfiltered (`compute.py`), where the experiment
+    has checkpoint evaluations and an eval.compute section."""
+    entries = compute.panel_data(exp)
+    if not entries:
+        return []
+    rows, records = compute.table(entries, nums.take)
+    figures["compute.png"] = compute.figure(entries, _png)
+    files["compute.csv"] = compute.records_csv(records)
+    files["compute.json"] = json.dumps({"format": "expertlm.compute/1", "definitions": compute.__doc__,
+                                        "sizes": records}, indent=1).encode()  # fmt: skip
+    return rows
+
+
+_FIGURES = (("compute.png", "Score vs continued-training FLOPs per size (filtered solid, unfiltered dashed)"),
+            ("calibration.png", "Calibration"), ("loss.png", "Training and validation loss"),
             ("tokenizers.png", "Tokenizers"), ("sections.png", "Accuracy per section"))  # fmt: skip
 
 

@@ -51,16 +51,32 @@ class CorpusSpec(_Spec):
     """Files, folders or hf:NAME datasets to build a corpus from (`corpus build`)."""
     path: str | None = None
     """An existing corpus folder."""
+    web: dict[str, Any] | None = None
+    """Generate a mixed synthetic web corpus (options of `corpus web`), then build a corpus
+    from it."""
+    filter: dict[str, Any] | None = None
+    """Carve a field out of another corpus (`corpus filter`): {corpus: NAME, classifier: NAME
+    (of classifiers), other options of corpus filter}."""
     build: dict[str, Any] = {}
-    """Options of `corpus build` (for synth, pubmed and sources)."""
+    """Options of `corpus build` (for synth, pubmed, web and sources)."""
     decontam: list[str] = []
     """Benchmarks (names) whose items are removed from the corpus (13-gram overlap)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> CorpusSpec:
-        if sum(x is not None for x in (self.synth, self.pubmed, self.sources, self.path)) != 1:
-            raise ValueError("give exactly one of synth, pubmed, sources, path")
+        kinds = (self.synth, self.pubmed, self.sources, self.path, self.web, self.filter)
+        if sum(x is not None for x in kinds) != 1:
+            raise ValueError("give exactly one of synth, pubmed, sources, path, web, filter")
         return self
+
+
+class ClassifierSpec(_Spec):
+    positive: list[str]
+    """Corpora (names) of the field."""
+    negative: list[str]
+    """Corpora (names) of anything else."""
+    options: dict[str, Any] = {}
+    """Options of `classifier train` (epochs, ngram_max, max_chars, ...)."""
 
 
 class DownloadSpec(_Spec):
@@ -149,6 +165,28 @@ class VariantSpec(_Spec):
     seeds: list[int] | None = None
 
 
+class SizeSpec(_Spec):
+    base: str
+    """The general base model of this size (a variant)."""
+    filtered: str
+    """That base continued on the filtered domain corpus (a variant with init: variant:BASE)."""
+    unfiltered: str
+    """That base continued on the unfiltered corpus, at the same token budget."""
+
+
+class ComputeSpec(_Spec):
+    """The report's compute-effectiveness and forgetting panel (docs/specialization.md)."""
+
+    benchmark: str
+    """The domain's benchmark (score vs FLOPs)."""
+    domain: str
+    """Corpus (of eval.ppl) whose bits per byte are the domain loss."""
+    general: str
+    """Corpus (of eval.ppl) whose bits per byte measure forgetting."""
+    sizes: dict[str, SizeSpec]
+    """Per model size (its name in the report): base, filtered and unfiltered variants."""
+
+
 class EvalSpec(_Spec):
     benchmarks: list[str] | None = None
     """Benchmarks to score every variant on (default: all)."""
@@ -159,6 +197,11 @@ class EvalSpec(_Spec):
     """Scoring options of `eval bench` (batch_size, device, dtype, bos, ...)."""
     tokenizers_on: str | None = None
     """Corpus to compare the tokenizers on (default: the first corpus)."""
+    checkpoints: str | None = None
+    """all or every:N: score every trained variant at its checkpoints (and init), as `eval
+    bench --checkpoints` does (set train.keep_last to keep them all)."""
+    compute: ComputeSpec | None = None
+    """Compute-effectiveness and forgetting across sizes (needs checkpoints)."""
 
 
 class ExperimentSpec(_Spec):
@@ -172,6 +215,8 @@ class ExperimentSpec(_Spec):
     corpora: dict[str, CorpusSpec]
     tokenizers: dict[str, TokenizerSpec] = {}
     benchmarks: dict[str, BenchmarkSpec] = {}
+    classifiers: dict[str, ClassifierSpec] = {}
+    """Text classifiers of a field (classifier train), for corpora made by filter."""
     humans: HumansSpec | None = None
     """Human participant data drawn beside the models."""
     variants: list[VariantSpec]
@@ -180,7 +225,7 @@ class ExperimentSpec(_Spec):
     """Named overrides merged onto the file (e.g. quick); variants keyed by name."""
 
     _name = field_validator("name")(_plain_name)
-    _keys = field_validator("downloads", "corpora", "tokenizers", "benchmarks")(_plain_keys)
+    _keys = field_validator("downloads", "corpora", "tokenizers", "benchmarks", "classifiers")(_plain_keys)
 
 
 def _merge(base: Any, over: Any) -> Any:

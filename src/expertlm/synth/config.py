@@ -134,3 +134,7 @@ class WebConfig(StageConfig):
     """Documents (papers) from the general field."""
     other_docs: int = Field(1000, ge=0)
     """Documents from each of the other web fields (law, finance, cooking pages)."""
+    skip_papers: int = Field(0, ge=0)
+    """Take each field's papers after the first N of its literature: `corpus synth` of the
+    same seed with at most N papers (whose first N papers are these) then shares no document
+    with the web corpus, so its validation split is held-out text for models trained on it."""

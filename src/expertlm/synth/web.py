@@ -208,10 +208,13 @@ def corpus_web(
         for name, n in (("domain", cfg.domain_docs), ("general", cfg.general_docs)):
             if n == 0:
                 continue
-            folder = corpus_synth(tmp / f".{name}", field=name, seed=cfg.seed, papers=n,
-                                  overwrite=True, show_progress=show_progress)  # fmt: skip
+            # (a literature of n papers is the first n of a longer one of the same seed)
+            folder = corpus_synth(tmp / f".{name}", field=name, seed=cfg.seed,
+                                  papers=cfg.skip_papers + n, overwrite=True,
+                                  show_progress=show_progress)  # fmt: skip
             with gzip.open(folder / LITERATURE, "rt", encoding="utf-8") as f:
-                docs += [(name, {"text": d["text"], "year": d["year"]}) for d in map(json.loads, f)]
+                papers = list(map(json.loads, f))[cfg.skip_papers :]
+                docs += [(name, {"text": d["text"], "year": d["year"]}) for d in papers]
             shutil.rmtree(folder)
         for field in WEB_FIELDS:
             docs += [(field.name, {"text": web_page(field, rnd), "year": rnd.randint(*YEARS)})
