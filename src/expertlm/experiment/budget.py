@@ -74,11 +74,11 @@ def training_budget(st: Stage) -> dict:
 
 
 def _post_budget(cfg: dict, model, context: int, st: Stage | None) -> dict:
-    """sft, dpo, orpo: the tokens of the JSONL's examples (chosen and rejected both, each cut to
-    the context) times the epochs, as train counts them, once the file and the model's
-    tokenizer exist; the held-out fraction (val_frac) is left out as a share of the tokens, so
-    the count is within a few examples' tokens of the run's. With max_steps, at most
-    max_steps x batch x context (x 2 for pairs) before then."""
+    """sft, dpo, orpo: the tokens of the examples train will see, once the JSONL file and the
+    model's tokenizer exist: as many whole batches as the epochs give of the examples not held
+    out (val_frac), at the mean length of the examples (chosen and rejected both, each cut to
+    the context), so within a few examples' tokens of run.json's count (which takes them in
+    their seeded order). With max_steps, at most max_steps x batch x context (x 2 for pairs)."""
     from expertlm.models import flops_per_token, parameter_counts
 
     per_token = flops_per_token(model, context)
@@ -96,7 +96,11 @@ def _post_budget(cfg: dict, model, context: int, st: Stage | None) -> dict:
         else:
             lengths = [min(len(p.chosen.ids), context) + min(len(p.rejected.ids), context)
                        for p in read_preferences(data, renderer)]  # fmt: skip
-        tokens = epochs * sum(lengths) * (1 - cfg.get("val_frac", 0.05))
+        # as train: val_frac of the examples held out, whole batches of the rest per epoch
+        n, val_frac = len(lengths), cfg.get("val_frac", 0.05)
+        n_train = n - (min(max(1, round(val_frac * n)), n - 1) if val_frac else 0)
+        batch = cfg.get("batch_examples") or cfg.get("micro_batch", 8)
+        tokens = max(1, int(epochs * n_train / batch)) * batch * sum(lengths) / n
     elif cfg.get("max_steps"):
         batch = cfg.get("batch_examples") or cfg.get("micro_batch", 8)
         tokens = cfg["max_steps"] * batch * context * (1 if cfg["objective"] == "sft" else 2)
