@@ -603,6 +603,13 @@ class MergeConfig(StageConfig):
         return p
 
 
+class MergeRecipeConfig(StageConfig):
+    """Options of an experiment's recipe merge (`merge: {recipe: ...}`)."""
+
+    recipe: dict[str, Any]
+    """A mergekit recipe (`merge --config`'s YAML as a mapping) naming the models' folders."""
+
+
 class ExportConfig(StageConfig):
     """Options of `export`."""
 

@@ -31,7 +31,7 @@ from expertlm.console import count_progress, info, warn
 from expertlm.errors import ExpertlmError
 from expertlm.io import atomic_dir, check_output_dir, provenance, read_json, sha256_file, write_json
 from expertlm.models import MODEL_FILE, model_hash, weights_files
-from expertlm.recipe import filters, plan, read_recipe
+from expertlm.recipe import filters, parse_recipe, plan, read_recipe
 from expertlm.tokenizer import TOKENIZER_FILES
 
 # Files of a model folder beside the weights that a merged or exported model keeps, copied from the first model: its tokenizer, expertlm's record of it, the generation defaults.
@@ -406,6 +406,28 @@ def merge(models: Sequence[str | Path] = (), out: str | Path = "", *,
     n = f"{len(models)} model{'s' if len(models) > 1 else ''}{' and a base' if base else ''}"
     _done(out, f"{cfg.method} of {n}", len(jobs))
     return out
+
+
+def merge_recipe(models: Sequence[str | Path], out: str | Path, *, recipe: dict,
+                 overwrite: bool = False, show_progress: bool = True) -> Path:  # fmt: skip
+    """An experiment's recipe merge: `recipe` (a mergekit recipe as a mapping, naming `models`)
+    is written beside `out` as OUT.recipe.yml, the file merge.json points to, and merged as
+    `merge --config` merges it."""
+    import yaml
+
+    out = Path(out)
+    named = set(read_recipe_models(recipe))
+    if not named <= {str(m) for m in models}:
+        raise ExpertlmError(f"{out}: the recipe names models it was not given: {', '.join(sorted(named))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    file = out.parent / f"{out.name}.recipe.yml"
+    file.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return merge(out=out, config=file, overwrite=overwrite, show_progress=show_progress)
+
+
+def read_recipe_models(recipe: dict) -> list[str]:
+    """The models a recipe mapping reads (the base first)."""
+    return parse_recipe(recipe, "recipe").models
 
 
 def _merge_recipe(recipe, out: Path, overwrite: bool, show_progress: bool, t_start: float) -> Path:

@@ -150,6 +150,13 @@ def read_recipe(path: str | os.PathLike) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         at = f"{path}:{mark.line + 1}" if mark is not None else f"{path}"
         raise ExpertlmError(f"{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    return parse_recipe(raw, path)
+
+
+def parse_recipe(raw: Any, path: str | os.PathLike) -> Recipe:
+    """A recipe already read (a mapping), checked as `read_recipe` checks a file; `path` names
+    it in errors (an experiment's merge variant passes its file)."""
+    path = Path(path)
     if not isinstance(raw, dict):
         raise ExpertlmError(f"{path}: expected a mergekit recipe (a mapping with merge_method, "
                             "models or slices, ...)")  # fmt: skip

@@ -69,7 +69,7 @@ def training_budget(st: Stage) -> dict:
     if init != "scratch":
         if str(init) in HUB_CONFIGS:
             model = _meta_model(str(init))
-            return _budget(cfg, model, model.config.max_position_embeddings)
+            return _budget(cfg, model, model.config.max_position_embeddings, st)
         known = HUB_PRESETS.get(str(init))
         if known is not None:
             preset, vocab = known
@@ -79,14 +79,14 @@ def training_budget(st: Stage) -> dict:
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(init))
             c = model.config
-            return _budget(cfg, model, getattr(c, "n_positions", None) or c.max_position_embeddings)
+            return _budget(cfg, model, getattr(c, "n_positions", None) or c.max_position_embeddings, st)
     if vocab is None or preset not in PRESETS:
         return {"note": "vocabulary known after the tokenizer is trained"}
     from transformers import GPT2LMHeadModel
 
     with torch.device("meta"):
         model = GPT2LMHeadModel(gpt2_config(preset, vocab, 0, cfg.get("model") or {}))
-    return _budget(cfg, model, model.config.n_positions)
+    return _budget(cfg, model, model.config.n_positions, st)
 
 
 def _meta_model(hub_id: str):
@@ -99,10 +99,75 @@ def _meta_model(hub_id: str):
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields))
 
 
-def _budget(cfg: dict, model, max_context: int) -> dict:
+def _post_budget(cfg: dict, model, context: int, st: Stage | None) -> dict:
+    """sft, dpo, orpo: the tokens of the examples train will see, once the JSONL file and the
+    model's tokenizer exist: as many whole batches as the epochs give of the examples not held
+    out (val_frac), at the mean length of the examples (chosen and rejected both, each cut to
+    the context), so within a few examples' tokens of run.json's count (which takes them in
+    their seeded order). With max_steps, at most max_steps x batch x context (x 2 for pairs)."""
+    from expertlm.models import flops_per_token, parameter_counts
+
+    per_token = flops_per_token(model, context)
+    params = parameter_counts(model)["total"]
+    data = Path(st.inputs["shards"].out) if st is not None else None  # type: ignore[union-attr]
+    tok = _tokenizer_folder(st) if st is not None else None
+    epochs = cfg.get("epochs") or 1
+    if data is not None and data.is_file() and tok is not None and not cfg.get("max_steps"):
+        from expertlm.chat import Renderer, read_preferences, read_sft
+        from expertlm.tokenizer import load_tokenizer
+
+        renderer = Renderer(load_tokenizer(tok), cfg.get("loss_on", "assistant"))
+        if cfg["objective"] == "sft":
+            lengths = [min(len(e.ids), context) for e in read_sft(data, renderer)]
+        else:
+            lengths = [min(len(p.chosen.ids), context) + min(len(p.rejected.ids), context)
+                       for p in read_preferences(data, renderer)]  # fmt: skip
+        # as train: val_frac of the examples held out, whole batches of the rest per epoch
+        n, val_frac = len(lengths), cfg.get("val_frac", 0.05)
+        n_train = n - (min(max(1, round(val_frac * n)), n - 1) if val_frac else 0)
+        batch = cfg.get("batch_examples") or cfg.get("micro_batch", 8)
+        tokens = max(1, int(epochs * n_train / batch)) * batch * sum(lengths) / n
+    elif cfg.get("max_steps"):
+        batch = cfg.get("batch_examples") or cfg.get("micro_batch", 8)
+        tokens = cfg["max_steps"] * batch * context * (1 if cfg["objective"] == "sft" else 2)
+        return {"tokens": int(tokens), "flops": float(per_token * tokens), "flops_per_token": per_token,
+                "parameters": params, "context": context, "note": "at most"}  # fmt: skip
+    else:
+        return {"note": f"{epochs} epoch(s) of the dataset, known once it is made", "parameters": params}
+    return {"tokens": int(tokens), "flops": float(per_token * tokens), "flops_per_token": per_token,
+            "parameters": params, "context": context}  # fmt: skip
+
+
+def _tokenizer_folder(st: Stage) -> Path | None:
+    """The tokenizer folder a fine-tuning stage's model will have, where it exists now: its
+    init's folder, or up the chain of variants to the shards or tokenizer that made it."""
+    while True:
+        if st.kind == "input":
+            p = Path(st.out)
+            return p if (p / "tokenizer.json").is_file() else None
+        if st.kind == "train":
+            shards = st.inputs.get("shards")
+            if isinstance(shards, Stage) and shards.kind == "data_prepare":
+                p = Path(shards.inputs["tokenizer"].out)  # type: ignore[union-attr]
+                return p if (p / "tokenizer.json").is_file() else None
+            if not st.after:
+                return None
+            st = st.after[0]
+        elif st.kind in ("merge", "merge_recipe"):
+            st = st.inputs["models"][0]  # type: ignore[index]
+        elif st.kind == "init_model":
+            st = st.inputs["tokenizer"]  # type: ignore[assignment]
+        else:
+            p = Path(st.out)
+            return p if (p / "tokenizer.json").is_file() else None
+
+
+def _budget(cfg: dict, model, max_context: int, st: Stage | None = None) -> dict:
     from expertlm.models import flops_per_token, parameter_counts
 
     context = cfg.get("context") or max_context
+    if cfg.get("objective", "clm") != "clm":
+        return _post_budget(cfg, model, context, st)
     batch_tokens = cfg.get("batch_tokens") or cfg.get("micro_batch", 8) * context
     if cfg.get("max_tokens"):
         tokens = cfg["max_tokens"]
@@ -119,8 +184,14 @@ def _budget(cfg: dict, model, max_context: int) -> dict:
 
 
 def _vocab_size(st: Stage) -> int | None:
-    """The vocabulary of a train stage's shards (a trained tokenizer: the size asked for)."""
+    """The vocabulary of a train stage's shards (a trained tokenizer: the size asked for); a
+    fine-tuning stage's is its init's."""
     shards = st.inputs.get("shards")
+    while not (isinstance(shards, Stage) and shards.kind == "data_prepare") and st.after:
+        st = st.after[0]  # sft, dpo, orpo: up the chain of inits
+        if st.kind in ("merge", "merge_recipe"):
+            st = st.inputs["models"][0]  # type: ignore[assignment,index]
+        shards = st.inputs.get("shards")
     if isinstance(shards, Stage) and shards.kind == "data_prepare":
         tok = shards.inputs["tokenizer"]
         if isinstance(tok, Stage):
@@ -195,7 +266,7 @@ def _architecture(st: Stage) -> tuple[dict | None, int | None]:
             fields = ModelConfig(preset=known[0]).fields()
             return fields, fields["n_positions"]
         return None, None
-    if st.kind == "merge":
+    if st.kind in ("merge", "merge_recipe"):
         return _architecture(st.inputs["models"][0])
     if st.kind == "train" and st.options.get("init") != "scratch":
         return _architecture(st.after[0])

@@ -23,7 +23,7 @@ from expertlm.experiment.stages import Stage, external, within
 
 if TYPE_CHECKING:
     from expertlm.experiment.plan import Plan
-    from expertlm.experiment.spec import BenchmarkSpec
+    from expertlm.experiment.spec import BenchmarkSpec, DatasetSpec
 
 REFERENCES = ("corpus", "decontam", "tokenizer")  # the keys of `make` that are not options
 
@@ -32,18 +32,25 @@ def _listed(v) -> list:
     return v if isinstance(v, list) else [] if v is None else [v]
 
 
-def plan_make(plan: Plan, name: str, b: BenchmarkSpec, raw: dict) -> Stage:
-    """The `bench_make` stage of benchmark `name` (its problems reported under its keys).
-    Corpora to decontaminate against and tokenizers are resolved by `finish_make`, once the
-    plan has built them."""
-    key = f"benchmarks.{name}.make"
+def plan_make(plan: Plan, name: str, b: BenchmarkSpec | DatasetSpec, raw: dict,
+              pairs: bool = False) -> Stage:  # fmt: skip
+    """The `bench_make` stage of benchmark `name` (its problems reported under its keys), or
+    with `pairs` of dataset `name` (preference pairs, `bench make --pairs`). Corpora to
+    decontaminate against and tokenizers are resolved by `finish_make`, once the plan has built
+    them."""
+    section = "datasets" if pairs else "benchmarks"
+    key = f"{section}.{name}.make"
     make = dict(b.make)
     refs = {k: _listed(make.pop(k, None)) for k in REFERENCES}
+    if pairs:
+        make.setdefault("pairs", True)
     opts = plan.options(config.BenchMakeConfig, make, key)
-    if opts.get("pairs"):
+    if opts.get("pairs") and not pairs:
         plan.problem(f"{key}.pairs", "a benchmark to score on is not made of preference pairs "
-                     "(run `expertlm bench make --pairs` for training data)")  # fmt: skip
-    if b.file not in ("benchmark.csv", "benchmark.jsonl"):
+                     "(make them under datasets: for training)")  # fmt: skip
+    if pairs and not opts.get("pairs"):
+        plan.problem(f"{key}.pairs", "a dataset made by bench make is its preference pairs (pairs: true)")
+    if not pairs and b.file not in ("benchmark.csv", "benchmark.jsonl"):
         plan.problem(f"benchmarks.{name}.file", f"'{b.file}': bench make writes benchmark.csv and benchmark.jsonl")
     if not refs["corpus"]:
         plan.problem(f"{key}.corpus", "the documents to make it from: a corpus of the experiment or a path")
@@ -57,16 +64,15 @@ def plan_make(plan: Plan, name: str, b: BenchmarkSpec, raw: dict) -> Stage:
         else:
             plan.problem(where, f"'{ref}': not a corpus of the experiment ({', '.join(plan.spec.corpora)}) "
                          f"and no such file or folder")  # fmt: skip
-    stage = plan.add("bench_make", f"make benchmark {name}", plan.out / "benchmarks" / name, opts,
-                     {"sources": sources})  # fmt: skip
-    plan._pending_make.append((name, stage, refs))
+    stage = plan.add("bench_make", f"make {'pairs' if pairs else 'benchmark'} {name}",
+                     plan.out / section / name, opts, {"sources": sources})  # fmt: skip
+    plan._pending_make.append((key, stage, refs))
     return stage
 
 
 def finish_make(plan: Plan) -> None:
     """Give each made benchmark the corpora and tokenizers it names (now that they exist)."""
-    for name, stage, refs in plan._pending_make:
-        key = f"benchmarks.{name}.make"
+    for key, stage, refs in plan._pending_make:
         for what, known, artifact, param in (("decontam", plan.corpora, "corpus", "decontam"),
                                              ("tokenizer", plan.tokenizers, "tokenizer", "tokenizers")):  # fmt: skip
             found = []

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from expertlm import config
 from expertlm.errors import ExpertlmError
-from expertlm.experiment import filter_plan, make_plan
+from expertlm.experiment import filter_plan, make_plan, post_plan
 from expertlm.experiment.stages import REGISTRY, Stage, external, within
 from expertlm.net import is_hub_id
 from expertlm.synth.build import LITERATURE
@@ -63,6 +63,7 @@ class Plan:
         self.tokenizers: dict[str, Stage] = {}
         self.benchmarks: dict[str, Stage] = {}
         self.classifiers: dict[str, Stage] = {}
+        self.datasets: dict[str, tuple[Stage, str]] = {}  # name -> (its file, its kind: post_plan)
         self.shards: dict[tuple[str, str], Stage] = {}
         self.variants: dict[str, VariantPlan] = {}
         self.humans: Stage | None = None
@@ -129,6 +130,8 @@ class Plan:
         raw = {name: self._corpus_sources(name, c) for name, c in spec.corpora.items()}
         for name, b in spec.benchmarks.items():
             self._benchmark(name, b, raw)
+        for name, d in spec.datasets.items():
+            post_plan.plan_dataset(self, name, d, raw)
         for name, c in spec.corpora.items():
             if raw[name] is not None:
                 self._corpus_build(name, c, *raw[name])
@@ -270,6 +273,7 @@ class Plan:
             deps = [("init", v.init.removeprefix("variant:"))] if v.init.startswith("variant:") else []
             if v.merge is not None:
                 deps += [("merge.models", m) for m in v.merge.get("models") or [] if isinstance(m, str)]
+                deps += [("merge.recipe", m) for m in post_plan.recipe_names(v.merge.get("recipe"))]
                 if isinstance(v.merge.get("base"), str) and v.merge["base"] in index:
                     deps.append(("merge.base", v.merge["base"]))
             for where, dep in deps:
@@ -288,7 +292,18 @@ class Plan:
         key, out = f"variants.{i}", self.out
         vp = self.variants[v.name] = VariantPlan(v, v.seeds or self.spec.seeds)
         if v.merge is not None:
-            self._merge_variant(key, v, vp)
+            if "recipe" in v.merge:
+                post_plan.recipe_merge(self, key, v, vp)
+            else:
+                self._merge_variant(key, v, vp)
+            return
+        post = post_plan.objective(v) in post_plan.POST_OBJECTIVES
+        if not post and post_plan.objective(v) != "clm":  # an unknown objective: the only problem
+            self.options(config.TrainConfig, {"objective": post_plan.objective(v)}, f"{key}.train")
+            return
+        if post and v.init == "scratch":
+            self.problem(f"{key}.init", f"objective {post_plan.objective(v)} fine-tunes a model: set init "
+                         "(variant:NAME or a model folder)")  # fmt: skip
             return
         parent: VariantPlan | None = None
         init_ref: Stage | None = None
@@ -325,7 +340,14 @@ class Plan:
                     vp.models[seed] = self.add("init_model", f"init {v.name} seed {seed}", out / "runs" / v.name / f"seed-{seed}",
                                                {**model, "seed": seed}, {"tokenizer": tok})  # fmt: skip
             return
-        if v.data is None or v.data not in self.corpora:
+        data = post_plan.train_data(self, key, v) if post else None
+        if post and data is None:
+            return
+        if not post and v.data in self.spec.datasets and v.data not in self.spec.corpora:
+            self.problem(f"{key}.data", f"'{v.data}' is a dataset: set train.objective (sft, dpo or orpo) to "
+                         "fine-tune on it, or name a corpus")  # fmt: skip
+            return
+        if not post and (v.data is None or v.data not in self.corpora):
             self.problem(f"{key}.data", f"unknown corpus '{v.data}' to train on (corpora: {', '.join(self.spec.corpora)})"
                          if v.data else "a trained variant needs data: a corpus name")  # fmt: skip
             return
@@ -337,7 +359,7 @@ class Plan:
         self.options(config.TrainConfig, {**train, **model, "init": "scratch" if v.init == "scratch" else "pretrained"},
                      f"{key}.train")  # fmt: skip
         # (a tokenizer that is not the experiment's: its model's, named by its label)
-        shards = self._shards(v.data, tok, v.tokenizer or (parent.spec.tokenizer if parent else v.init) or tok.label)
+        shards = data or self._shards(v.data, tok, v.tokenizer or (parent.spec.tokenizer if parent else v.init) or tok.label)
         # (a continued variant keeps its parent's architecture: preset and model here only size
         # the --dry-run budget)
         arch = parent.spec if parent is not None else v

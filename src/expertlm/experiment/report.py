@@ -8,7 +8,8 @@ file and key. Writes `RUN_DIR/report/`: `index.html` (self-contained, figures em
 Figures: accuracy per variant with 95% CIs (the paper's Figure 1), human experts as a band and the
 synthetic ceilings as lines where present; calibration (accuracy by confidence bin, models and
 humans); training and validation loss against tokens and FLOPs; the tokenizer comparison;
-per-section accuracy. Tables: accuracy, pairwise McNemar tests between variants, bits per byte.
+per-section accuracy; the adaptation panel (report_adaptation.py) where variants are post-trained
+or merged by recipe. Tables: accuracy, pairwise McNemar tests between variants, bits per byte.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from expertlm.console import info
 from expertlm.errors import ExpertlmError
 from expertlm.eval.exams import REPORT_HEADERS, report_rows
 from expertlm.experiment import compute
+from expertlm.experiment.report_adaptation import panel
 from expertlm.io import atomic_dir, check_output, read_json
 from expertlm.synth import paper
 
@@ -109,6 +111,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
             figures[name] = fig
     pairs = _mcnemar_table(exp, data, nums)
     ppl = _ppl_table(data, nums)
+    adaptation = panel(exp, data, nums, _fmt)  # None without post-trained or recipe-merged variants
+    if adaptation is not None:
+        figures["adaptation.png"] = adaptation["figure"]
     exams = report_rows(data, nums.take)
     summary = _summary(exp, data, claims)
     files: dict[str, bytes] = {}  # besides the figures (the compute panel's table)
@@ -140,6 +145,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, show_progress:
     if compute_rows:
         add("Compute-effectiveness and forgetting per size (compute.csv; docs/specialization.md)",
             compute.HEADERS, compute_rows)  # fmt: skip
+    for title, headers, rows in adaptation["sections"] if adaptation else ():
+        add(title, headers, rows)
     if ppl:
         add("Held-out text: bits per byte (forgetting)",
             ["variant", "seed", "corpus", "bits per byte", "token perplexity", "tokens"], ppl)
@@ -594,6 +601,7 @@ def _compute_panel(exp, nums: Numbers, figures: dict, files: dict) -> list[list]
 
 
 _FIGURES = (("compute.png", "Score vs continued-training FLOPs per size (filtered solid, unfiltered dashed)"),
+            ("adaptation.png", "Adaptation: accuracy and bits per byte vs the base"),
             ("calibration.png", "Calibration"), ("loss.png", "Training and validation loss"),
             ("tokenizers.png", "Tokenizers"), ("sections.png", "Accuracy per section"))  # fmt: skip
 

@@ -39,6 +39,7 @@ from expertlm.config import (
     FetchConfig,
     FilterConfig,
     MergeConfig,
+    MergeRecipeConfig,
     ModelConfig,
     PmcConfig,
     PrepareConfig,
@@ -308,6 +309,12 @@ STAGE_KINDS: tuple[StageKind, ...] = (
          Input("config", "file", "A mergekit YAML recipe (merge_method, models or slices, "
                "base_model, parameters, dtype) instead of MODELS, --base and the method's "
                "options.", ("--config",), required=False)),
+        Output("model", "Output model folder."),
+    ),
+    StageKind(
+        "expertlm.merge:merge_recipe", MergeRecipeConfig, None,
+        "A merge given as a mergekit recipe in an experiment (merge: {recipe: ...}).",
+        (Input("models", "model", "The model folders the recipe names.", many=True),),
         Output("model", "Output model folder."),
     ),
     StageKind(

@@ -25,10 +25,12 @@ from expertlm.io import (
     provenance,
     sha256_file,
     write_json,
+    write_jsonl,
 )
 from expertlm.synth.baselines import ceilings
 from expertlm.synth.benchmark import DECONTAM_NGRAM, NgramGuard, make_items, write_items
 from expertlm.synth.config import SynthConfig
+from expertlm.synth.posttrain import PREFERENCE_FILE, SFT_FILE, Finding, posttrain_data
 from expertlm.synth.textstats import MAX_PAPERS, text_statistics
 from expertlm.synth.world import make_world
 from expertlm.synth.writer import Writer
@@ -48,8 +50,9 @@ def corpus_synth(
     out: str | Path, *, overwrite: bool = False, show_progress: bool = True, **options
 ) -> Path:
     """Generate a synthetic field into `out`: world.json, literature.jsonl.gz (a corpus
-    source), benchmark.csv/.jsonl (forward), benchmark_seen.csv/.jsonl, ceilings.json and
-    manifest.json. `options` are the fields of `SynthConfig`. Returns the folder."""
+    source), benchmark.csv/.jsonl (forward), benchmark_seen.csv/.jsonl, ceilings.json,
+    manifest.json, and with `posttrain_items` sft.jsonl and preferences.jsonl (`posttrain.py`).
+    `options` are the fields of `SynthConfig`. Returns the folder."""
     t0 = time.time()
     cfg = SynthConfig.from_options(options, source="option")
     out = Path(out)
@@ -78,6 +81,7 @@ def corpus_synth(
     # the text statistics are measured on at most MAX_PAPERS papers spread over the literature
     sampled = {j * cfg.papers // MAX_PAPERS for j in range(MAX_PAPERS)} if cfg.papers > MAX_PAPERS else None
     texts: list[str] = []
+    published_findings: list[Finding] = []  # for the post-training data (posttrain_items)
 
     with atomic_dir(out, overwrite) as tmp, count_progress(show_progress) as bar:
         task = bar.add_task("corpus synth", total=cfg.papers)
@@ -104,6 +108,9 @@ def corpus_synth(
                     continue
                 name, polarity = world.interventions[i]
                 findings = []
+                doc_id, year = f"{cfg.field}-s{cfg.seed}-{k + 1:06d}", first + k * n_years // cfg.papers
+                if cfg.posttrain_items:
+                    published_findings += [Finding(doc_id, year, t, i, o, e) for o, e in published]
                 for (o, e), f in zip(published, flips, strict=True):
                     counts[t][o][0 if e > 0 else 1] += 1
                     findings.append(
@@ -123,8 +130,8 @@ def corpus_synth(
                     texts.append(text)
                 lit.write(
                     {
-                        "id": f"{cfg.field}-s{cfg.seed}-{k + 1:06d}",
-                        "year": first + k * n_years // cfg.papers,
+                        "id": doc_id,
+                        "year": year,
                         "text": text,
                         "source": source,
                         "findings": findings,
@@ -142,6 +149,15 @@ def corpus_synth(
             world, counts, {"benchmark.csv": forward, "benchmark_seen.csv": seen}, cfg.noise
         )
         write_json(tmp / "ceilings.json", result)
+        posttrain = {}
+        if cfg.posttrain_items:
+            sft, prefs, posttrain = posttrain_data(world, published_findings, cfg.posttrain_items,
+                                                   _rng(cfg, "posttrain"), guard)  # fmt: skip
+            write_jsonl(tmp / SFT_FILE, sft)
+            write_jsonl(tmp / PREFERENCE_FILE, prefs)
+            posttrain = {"posttrain_sft": len(sft), "posttrain_preferences": len(prefs),
+                         "posttrain_rewritten": posttrain["rewritten"],
+                         "posttrain_dropped": posttrain["dropped"]}  # fmt: skip
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {
             "format": "expertlm.synth/1",
@@ -158,6 +174,7 @@ def corpus_synth(
                 "rewritten_for_decontamination": stats["rewrites"],
                 "dropped_for_decontamination": stats["dropped"],
                 "findings_per_rule": _rule_counts(world, counts),
+                **posttrain,
             },
             "text": text_statistics(texts),
             "outputs": {name: sha256_file(tmp / name) for name in files},

@@ -59,6 +59,10 @@ class SynthConfig(StageConfig):
     """Fewest findings a paper reports."""
     max_findings: int = Field(3, ge=1)
     """Most findings a paper reports."""
+    posttrain_items: int = Field(0, ge=0)
+    """Also write this many SFT questions (sft.jsonl) and preference pairs (preferences.jsonl)
+    about the literature's published findings, for post-training (never about a forward
+    benchmark pair; synth/posttrain.py); 0: none."""
 
     @field_validator("years", mode="before")
     @classmethod

@@ -210,6 +210,12 @@ class Writer:
         """A benchmark abstract reporting one finding with published `effect`: (original,
         altered, combined, marks), one mark per direction word: its role (result, comparison,
         conclusion) and its original and altered word."""
+        return self.versions(t, i, o, effect, item=True)
+
+    def versions(self, t: int, i: int, o: int, effect: int,
+                 item: bool) -> tuple[str, str, str, list[dict]]:  # fmt: skip
+        """`item`'s four values for an abstract reporting one finding, written as a benchmark
+        paper (`item`) or as a literature paper (no opening question; `synth/posttrain.py`)."""
         marks: list[dict] = []
 
         def mark(pair: tuple[str, str], sign: int, role: str) -> str:
@@ -218,7 +224,7 @@ class Writer:
             )
             return f"\x00{len(marks) - 1}\x00"
 
-        text = self._abstract(t, i, [(o, effect)], mark, item=True)
+        text = self._abstract(t, i, [(o, effect)], mark, item=item)
         original = _MARK.sub(lambda m: marks[int(m[1])]["original"], text)
         altered = _MARK.sub(lambda m: marks[int(m[1])]["altered"], text)
         combined = _MARK.sub(
