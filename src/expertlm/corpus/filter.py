@@ -71,7 +71,7 @@ def paragraphs(text: str) -> list[str]:
 # --- scoring in worker processes -------------------------------------------------------------
 
 class Scorers(WorkerPool):
-    """Worker processes that hold the classifier's weights (spawned; `features` holds their
+    """Worker processes that hold the classifier's weights (`scan.start_method`; `features` holds their
     functions and imports numpy only), or this process when there is one worker."""
 
     def __init__(self, clf: Classifier, count: int) -> None:

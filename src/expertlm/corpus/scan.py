@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -158,15 +158,28 @@ def _work(docs: list[tuple]) -> dict:
     return _WORKER["work"](docs)
 
 
+def start_method(module: str):
+    """Where workers come from: forked from a fork server that has imported the parent's main
+    script and `module` (the parent may hold threads, so it never forks itself), or spawned
+    where there is no fork server (Windows). A spawned worker starts a new interpreter and
+    re-imports the main script (for the CLI, expertlm.cli: pydantic, rich, click) and numpy,
+    about half a second of a core each; a worker forked from the server has them already."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", module])  # (read when the server starts)
+    return ctx
+
+
 class WorkerPool:
-    """`submit(fn, *args) -> Future`: worker processes (spawned: the parent may hold threads)
-    set up by `initializer(*initargs)`, or this process when there is one worker. `state` is
-    the module dict the initializer fills, cleared on exit. Use as a context manager."""
+    """`submit(fn, *args) -> Future`: worker processes (`start_method`) set up by
+    `initializer(*initargs)`, or this process when there is one worker. `state` is the module
+    dict the initializer fills, cleared on exit. Use as a context manager."""
 
     def __init__(self, count: int, initializer: Callable, initargs: tuple, state: dict) -> None:
         self.count, self._state, self._pool = count, state, None
         if count > 1:
-            self._pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
+            self._pool = ProcessPoolExecutor(count, mp_context=start_method(initializer.__module__),
                                              initializer=initializer, initargs=initargs)  # fmt: skip
         else:
             initializer(*initargs)
