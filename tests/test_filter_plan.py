@@ -8,9 +8,8 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
+from plan_helpers import expect_problem, write
 
-from expertlm.errors import ExpertlmError
 from expertlm.experiment import plan_experiment
 
 SPEC = Path(__file__).parents[1] / "src" / "expertlm" / "configs" / "specialization.yaml"
@@ -39,23 +38,6 @@ def base() -> dict:
                  "compute": {"benchmark": "fwd", "domain": "d", "general": "g",
                              "sizes": {"s": {"base": "b", "filtered": "bf", "unfiltered": "bw"}}}},
     }  # fmt: skip
-
-
-def _set(exp: dict, path: str, value) -> None:
-    *parents, last = path.split(".")
-    node = exp
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def write(tmp_path: Path, exp: dict) -> Path:
-    p = tmp_path / "exp.yaml"
-    p.write_text(yaml.safe_dump(exp, sort_keys=False), encoding="utf-8")
-    return p
 
 
 def test_a_valid_file_plans_web_classifier_filter_and_checkpoint_evals(tmp_path):
@@ -110,16 +92,7 @@ PROBLEMS = [
 
 @pytest.mark.parametrize("what,edits,key,fragment", PROBLEMS, ids=[p[0] for p in PROBLEMS])
 def test_each_problem_is_found_before_compute_under_its_key(tmp_path, what, edits, key, fragment):
-    exp = copy.deepcopy(base())
-    for path, value in edits:
-        _set(exp, path, value)
-    p = write(tmp_path, exp)
-    with pytest.raises(ExpertlmError) as e:
-        plan_experiment(p, out=tmp_path / "out")
-    lines = [ln for ln in str(e.value).splitlines() if f"key '{key}'" in ln]
-    assert lines, f"{what}: no problem under '{key}' in:\n{e.value}"
-    assert any(fragment in ln for ln in lines), f"{what}: {lines}"
-    assert not (tmp_path / "out").exists()
+    expect_problem(tmp_path, copy.deepcopy(base()), edits, what, key, fragment)
 
 
 @pytest.mark.parametrize("profile", [None, "quick", "paper"])

@@ -5,10 +5,9 @@ file plans the stages of the registered kinds with the right inputs."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
+from plan_helpers import DELETE, expect_problem, write
 
 from expertlm.errors import ExpertlmError
 from expertlm.experiment import plan_experiment
@@ -34,21 +33,6 @@ def base() -> dict:
         "eval": {"ppl": ["d"]},
     }
 
-
-def _set(exp: dict, path: str, value) -> None:
-    *parents, last = path.split(".")
-    node = exp
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    if value is DELETE:
-        del node[last]
-    elif isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-DELETE = object()
 
 # (what is wrong, edits as (dotted path, value), the key named, a fragment of the message)
 PROBLEMS = [
@@ -171,28 +155,9 @@ PROBLEMS = [
 ]  # fmt: skip
 
 
-def write(tmp_path: Path, exp: dict) -> Path:
-    p = tmp_path / "exp.yaml"
-    p.write_text(yaml.safe_dump(exp, sort_keys=False), encoding="utf-8")
-    return p
-
-
 @pytest.mark.parametrize("what,edits,key,fragment", PROBLEMS, ids=[p[0] for p in PROBLEMS])
 def test_each_problem_is_found_before_compute_under_its_key(tmp_path, what, edits, key, fragment):
-    exp = copy.deepcopy(base())
-    for path, value in edits:
-        if path.startswith("variants.") and path.count(".") == 1 and int(path.split(".")[1]) >= len(exp["variants"]):
-            exp["variants"].append(value)
-        else:
-            _set(exp, path, value)
-    p = write(tmp_path, exp)
-    with pytest.raises(ExpertlmError) as e:
-        plan_experiment(p, out=tmp_path / "out")
-    lines = [ln for ln in str(e.value).splitlines() if f"key '{key}" in ln]
-    assert lines, f"{what}: no problem under '{key}' in:\n{e.value}"
-    assert any(fragment in ln for ln in lines), f"{what}: {lines}"
-    assert all(ln.startswith(f"{p}: key '") for ln in str(e.value).splitlines())
-    assert not (tmp_path / "out").exists()
+    expect_problem(tmp_path, copy.deepcopy(base()), edits, what, key, fragment)
 
 
 def test_every_problem_of_a_file_comes_in_one_round(tmp_path):
