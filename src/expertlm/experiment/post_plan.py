@@ -26,12 +26,13 @@ examples, is refused before any compute, under its key.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from expertlm.errors import ExpertlmError
 from expertlm.experiment import make_plan
 from expertlm.experiment.stages import Stage, external, within
+from expertlm.io import jsonl_rows
 from expertlm.synth.posttrain import PREFERENCE_FILE, SFT_FILE
 
 if TYPE_CHECKING:
@@ -45,20 +46,16 @@ PAIRS_FILE = "pairs.jsonl"  # bench make --pairs
 
 
 def _kind_of_file(p: Path) -> str | None:
-    """SFT or PREFERENCE from a JSONL file's first record (None: neither)."""
-    with open(p, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    return None
-                if not isinstance(rec, dict):
-                    return None
-                if "chosen" in rec and "rejected" in rec:
-                    return PREFERENCE
-                return SFT if "messages" in rec or "completion" in rec else None
-    return None
+    """SFT or PREFERENCE from a JSONL file's first record (None: neither, or not JSON Lines)."""
+    try:
+        rec = next((obj for _, obj in jsonl_rows(p)), None)
+    except ExpertlmError:
+        return None
+    if rec is None:
+        return None
+    if "chosen" in rec and "rejected" in rec:
+        return PREFERENCE
+    return SFT if "messages" in rec or "completion" in rec else None
 
 
 def plan_dataset(plan: Plan, name: str, d: DatasetSpec, raw: dict) -> None:

@@ -21,15 +21,19 @@ from expertlm.io import read_json
 POST = ("sft", "dpo", "orpo")
 
 
+def _run_info(v: dict) -> dict | None:
+    """The first seed's run.json (None: not trained)."""
+    s = next(iter(v["seeds"].values()), None)
+    run = Path(s["model"]) / "run.json" if s else None
+    return read_json(run) if run is not None and run.is_file() else None
+
+
 def _objective(v: dict) -> str:
     """clm, sft, dpo, orpo (from the first seed's run.json), merge, or untrained."""
     if v["spec"].get("merge"):
         return "merge"
-    s = next(iter(v["seeds"].values()), None)
-    run = Path(s["model"]) / "run.json" if s else None
-    if run is None or not run.is_file():
-        return "untrained"
-    return (read_json(run).get("config") or {}).get("objective", "clm")
+    info = _run_info(v)
+    return "untrained" if info is None else (info.get("config") or {}).get("objective", "clm")
 
 
 def _parent(v: dict) -> str | None:
@@ -60,9 +64,8 @@ def applies(data: dict) -> bool:
 
 
 def _flops(v: dict) -> float | None:
-    s = next(iter(v["seeds"].values()), None)
-    run = Path(s["model"]) / "run.json" if s else None
-    return read_json(run).get("flops") if run is not None and run.is_file() else None
+    info = _run_info(v)
+    return info.get("flops") if info is not None else None
 
 
 def _root(name: str, data: dict) -> str:
