@@ -18,7 +18,9 @@ import csv
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -220,16 +222,11 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
             f"{bench}: --isolated needs BrainBench items (an original and an altered version); "
             f"this benchmark has items with other choices"
         )
+    summary = _scored(model, out, cfg.checkpoints, "bench", overwrite, show_progress,
+                      lambda m, folder, label: _bench_into(m, bench, benchmark, cfg, template, folder,
+                                                           show_progress, label))  # fmt: skip
     if cfg.checkpoints is not None:
-        from expertlm.eval.checkpoints import over_checkpoints
-
-        return over_checkpoints(
-            model, out, cfg.checkpoints, "bench", overwrite, show_progress,
-            lambda m, folder, label: _bench_into(m, bench, benchmark, cfg, template, folder,
-                                                 show_progress, label),
-        )  # fmt: skip
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        summary = _bench_into(model, bench, benchmark, cfg, template, tmp, show_progress)
+        return summary
     acc = summary["accuracy"]
     lo, hi = summary["ci95"]
     info(f"accuracy {acc:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={summary['n']}, ties={summary['ties']}) "
@@ -237,6 +234,18 @@ def eval_bench(model: str | Path, bench: str | Path, out: str | Path, *, overwri
     if "metrics" in summary:
         info("lm-eval conventions: " + ", ".join(f"{m} {summary['metrics'][m]['accuracy']:.3f}" for m in METRICS))
     return summary
+
+
+def _scored(model, out: Path, checkpoints: str | None, kind: str, overwrite: bool, show_progress: bool,
+            into: Callable[[Any, Path, str], dict]) -> dict:
+    """`into(model, folder, label)` into `out` (atomically); with `checkpoints`, over every
+    checkpoint of the run `model` (eval/checkpoints.py), returning its table's summary."""
+    if checkpoints is not None:
+        from expertlm.eval.checkpoints import over_checkpoints
+
+        return over_checkpoints(model, out, checkpoints, kind, overwrite, show_progress, into)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        return into(model, tmp, {"bench": "eval", "ppl": "ppl"}[kind])  # (the progress label)
 
 
 def _bench_into(model, bench, benchmark, cfg: EvalBenchConfig, template: str, folder: Path,
@@ -365,16 +374,11 @@ def eval_ppl(model: str | Path, corpus: str | Path, out: str | Path, *, overwrit
     if not texts:
         raise ExpertlmError(f"{path}: no documents to score")
     hashed = corpus_hash(corpus)
+    result = _scored(model, out, cfg.checkpoints, "ppl", overwrite, show_progress,
+                     lambda m, folder, label: _ppl_into(m, corpus, hashed, texts, cfg, folder,
+                                                        show_progress, label))  # fmt: skip
     if cfg.checkpoints is not None:
-        from expertlm.eval.checkpoints import over_checkpoints
-
-        return over_checkpoints(
-            model, out, cfg.checkpoints, "ppl", overwrite, show_progress,
-            lambda m, folder, label: _ppl_into(m, corpus, hashed, texts, cfg, folder,
-                                               show_progress, label),
-        )  # fmt: skip
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        result = _ppl_into(model, corpus, hashed, texts, cfg, tmp, show_progress)
+        return result
     info(f"{result['bits_per_byte']:.4f} bits/byte, token perplexity {result['token_perplexity']:.2f} "
          f"over {result['tokens']:,} tokens of {len(texts):,} documents -> {out}")  # fmt: skip
     return result
