@@ -197,3 +197,45 @@ def test_the_papers_grid_is_planned_offline_with_budgets(tmp_path):
     assert budgets["train medium-scratch-neuro-tok seed 0"]["flops"] > 2.5 * small["flops"]
     assert budgets["train finetuned-gpt2 seed 0"]["parameters"] == small["parameters"]
     assert not (tmp_path / "neuro").exists()
+
+
+def test_jobs_run_stages_side_by_side_with_the_same_keys_and_files(tmp_path):
+    """--jobs 2: the same stages with the same keys and the same data files as in order in one
+    process, and a re-run (either way) finds every stage up to date."""
+    spec = write_yaml(tmp_path / "t.yaml", minimal(variants=[
+        {"name": "a", "tokenizer": "d", "preset": "gpt2-tiny", "train": None},
+        {"name": "b", "tokenizer": "d", "preset": "gpt2-tiny", "data": "d", "train": {"max_tokens": 2048}},
+    ]))  # fmt: skip
+    run(spec, out=tmp_path / "one", show_progress=False, report=False)
+    run(spec, out=tmp_path / "two", show_progress=False, report=False, jobs=2)
+    one, two = stage_keys(tmp_path / "one"), stage_keys(tmp_path / "two")
+    assert len(one) == 8 and one.keys() == two.keys()
+    # (the keys differ: a corpus record names its source file, inside each run's folder)
+    for f in ("tokenizers/d/tokenizer.json", "shards/d--d/train.bin", "runs/a/seed-0/model.safetensors",
+              "results/a/seed-0/fwd/items.csv"):  # fmt: skip
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    mtimes = {k: (tmp_path / "two" / k / ".expertlm-stage.json").stat().st_mtime_ns for k in two}
+    for jobs in (2, 1):
+        run(spec, out=tmp_path / "two", show_progress=False, report=False, jobs=jobs)
+        assert {k: (tmp_path / "two" / k / ".expertlm-stage.json").stat().st_mtime_ns for k in two} == mtimes
+
+
+def test_the_first_failing_job_stops_the_others_with_its_one_line_error(tmp_path):
+    from expertlm.experiment.graph import Jobs
+    from expertlm.experiment.stages import Stage, external
+
+    def build(name: str, text: str) -> Stage:
+        src = tmp_path / f"{name}.jsonl"
+        src.write_text(text, encoding="utf-8")
+        return Stage("corpus_build", f"corpus {name}", tmp_path / name,
+                     inputs={"sources": [external(name, src, "sources")]})  # fmt: skip
+
+    good = build("good", "".join(json.dumps({"id": f"g{i}", "text": "word " * 80 + str(i)}) + "\n" for i in range(50)))
+    bad = build("bad", json.dumps({"id": "x", "text": "fine " * 80}) + "\n{not json\n")
+    with Jobs(2, False, {"corpus_build"}) as pool:
+        pool.start(good, "good")
+        pool.start(bad, "bad")
+        with pytest.raises(ExpertlmError, match=r"bad\.jsonl:2: not valid JSON") as e:
+            while pool.running:
+                pool.wait()
+        assert "\n" not in str(e.value) and not pool.running

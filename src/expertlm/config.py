@@ -777,7 +777,17 @@ class EvalCompareConfig(StageConfig):
     accuracy (acc, acc_norm, acc_bytes)."""
 
 
-class RunConfig(StageConfig):
+class JobsOptions(StageConfig):
+    """`--jobs`, taken by `run` and `demo`."""
+
+    jobs: int = Field(1, ge=0)
+    """Stages run at once, each in its own process, as soon as their inputs are ready (0: one
+    per core on a machine without a GPU, else 1); the cores are shared out among them. Numbers
+    can differ in the last digits between values (a model trained on fewer threads rounds
+    differently), so an accuracy can move by an item or two."""
+
+
+class RunConfig(JobsOptions):
     """Options of `run`."""
 
     profile: str | None = None
@@ -792,7 +802,7 @@ class ReportConfig(StageConfig):
     """Options of `report` (none: it reads the experiment's experiment.json)."""
 
 
-class DemoConfig(StageConfig):
+class DemoConfig(JobsOptions):
     """Options of `demo`."""
 
     quick: bool = False

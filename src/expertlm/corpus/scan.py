@@ -158,16 +158,17 @@ def _work(docs: list[tuple]) -> dict:
     return _WORKER["work"](docs)
 
 
-def start_method(module: str):
+def start_method(module: str, *preload: str):
     """Where workers come from: forked from a fork server that has imported the parent's main
-    script and `module` (the parent may hold threads, so it never forks itself), or spawned
+    script, `module` and the `preload` modules (the parent may hold threads, so it never forks
+    itself), or spawned
     where there is no fork server (Windows). A spawned worker starts a new interpreter and
     re-imports the main script (for the CLI, expertlm.cli: pydantic, rich, click) and numpy,
     about half a second of a core each; a worker forked from the server has them already."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", module])  # (read when the server starts)
+    ctx.set_forkserver_preload(["__main__", module, *preload])  # (read when the server starts)
     return ctx
 
 

@@ -21,14 +21,21 @@ redoes only what changed. Everything lands under one folder:
 
 from __future__ import annotations
 
+import json
 import time
+import traceback
+from multiprocessing import connection
 from pathlib import Path
+from typing import Any
 
-from expertlm.config import DemoConfig, RunConfig
-from expertlm.console import console, info
+from expertlm.config import COMMAND_LINE, DemoConfig, RunConfig
+from expertlm.console import console, count_progress, info
+from expertlm.corpus.scan import start_method
+from expertlm.encode import available_cpus
+from expertlm.errors import ExpertlmError
 from expertlm.experiment.plan import Plan
 from expertlm.experiment.spec import load_experiment
-from expertlm.experiment.stages import STAGE_FILE, Stage, call
+from expertlm.experiment.stages import REGISTRY, STAGE_FILE, Stage, call, finished, invoke, prepare
 from expertlm.io import check_output, provenance, write_json
 
 
@@ -55,31 +62,205 @@ def status(plan: Plan) -> list[tuple[Stage, str]]:
     return out
 
 
-def execute(plan: Plan) -> dict:
-    """Run every stage that is not up to date, in order; write experiment.json."""
-    n, ran, t_all = len(plan.stages), 0, time.time()
+def execute(plan: Plan, jobs: int = 1) -> dict:
+    """Run every stage that is not up to date, a stage as soon as its inputs are (at most
+    `jobs` at once, each in its own process sharing out the cores, when `jobs` > 1; in this
+    process, in order, with progress bars, when 1); write experiment.json."""
+    n, t_all = len(plan.stages), time.time()
+    number = {id(st): k for k, st in enumerate(plan.stages, 1)}
     walls: dict[str, float] = {}  # stage kind -> seconds spent running it
-    for k, st in enumerate(plan.stages, 1):
+    done: set[int] = set()
+    ran = 0
+
+    def ready(st: Stage) -> bool:
+        return all(id(d) in done or (d.kind == "input" and ready(d)) for d in st.deps)
+
+    def up_to_date(st: Stage) -> bool:
         st.key = st.compute_key()
         if Path(st.out).exists() and st.recorded_key() == st.key:
-            console.print(f"[dim][{k}/{n}] {st.label}: up to date[/]", highlight=False)
-            continue
-        console.print(f"[bold][{k}/{n}] {st.label}[/]", highlight=False)
-        t0 = time.time()
-        call(st, plan.show_progress)
+            console.print(f"[dim][{number[id(st)]}/{n}] {st.label}: up to date[/]", highlight=False)
+            done.add(id(st))
+            return True
+        return False
+
+    def record(st: Stage, wall: float) -> None:
+        nonlocal ran
         st.forget_output()
-        wall = time.time() - t0
         walls[st.kind] = walls.get(st.kind, 0.0) + wall
         ran += 1
+        done.add(id(st))
         write_json(Path(st.out) / STAGE_FILE, {"key": st.key, "kind": st.kind, "options": st.options,
                    "inputs": {d.label: d.output_hash() for d in st.deps}, "wall_s": wall})  # fmt: skip
+
+    if jobs <= 1:
+        for st in plan.stages:
+            if up_to_date(st):
+                continue
+            console.print(f"[bold][{number[id(st)]}/{n}] {st.label}[/]", highlight=False)
+            t0 = time.time()
+            call(st, plan.show_progress)
+            record(st, time.time() - t0)
+    else:
+        kinds = {st.kind for st in plan.stages}
+        with Jobs(jobs, plan.show_progress, kinds) as pool:
+            todo = list(plan.stages)
+            while todo or pool.running:
+                launched = True
+                while launched:  # what is ready, in plan order, while a job is free
+                    launched = False
+                    for st in [s for s in todo if ready(s)]:
+                        todo.remove(st)
+                        launched = True
+                        if not up_to_date(st):
+                            pool.start(st, f"[{number[id(st)]}/{n}] {st.label}")
+                        if len(pool.running) >= jobs:
+                            launched = False
+                            break
+                if not pool.running:
+                    if todo:  # (a plan bug)
+                        raise RuntimeError(f"no stage can start: {[s.label for s in todo]}")
+                    break
+                for st, wall in pool.wait():
+                    record(st, wall)
     result = manifest(plan)
     write_json(plan.out / "experiment.json", result)
     total = time.time() - t_all
-    shares = ", ".join(f"{kind} {w / total:.0%}" for kind, w in sorted(walls.items(), key=lambda x: -x[1]))
+    busy = sum(walls.values()) if jobs > 1 else total  # (stages overlap when jobs > 1)
+    shares = ", ".join(f"{kind} {w / busy:.0%}" for kind, w in sorted(walls.items(), key=lambda x: -x[1]))
+    of = f" of {busy:.0f} s of stage time in {jobs} jobs" if jobs > 1 else ""
     info(f"{plan.spec.name}: {ran} of {n} stages ran, {n - ran} up to date, in {total:.0f} s"
-         f"{f' (by stage kind: {shares})' if shares else ''} -> {plan.out}")  # fmt: skip
+         f"{f' (by stage kind{of}: {shares})' if shares else ''} -> {plan.out}")  # fmt: skip
     return result
+
+
+def default_jobs() -> int:
+    """`--jobs 0`: one job per core where training runs on the CPU, one where a GPU does it."""
+    import torch
+
+    if torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return 1
+    return available_cpus()
+
+
+class Jobs:
+    """Stages running in processes of their own (`start`, then `wait` for those that end): each
+    gets cores // jobs torch threads (a fixed share, so that the numbers do not depend on which
+    stages happened to run together). The first failure ends the others (a stage that resumes
+    continues where it was on the next run) and is raised once they are gone."""
+
+    def __init__(self, jobs: int, show_progress: bool, kinds: set[str]) -> None:
+        self.threads = max(1, available_cpus() // jobs)
+        self.running: dict[int, tuple[Stage, Any, Any, float, Any]] = {}  # sentinel -> ...
+        # the fork server imports, once, what the stages would each import (seconds of a core)
+        modules = sorted({REGISTRY[k].function.partition(":")[0] for k in kinds})
+        self._ctx = start_method("expertlm.experiment.graph", *modules, "transformers.models.gpt2.modeling_gpt2")
+        self._bars = count_progress(show_progress)
+        self._bars.__enter__()
+        self._failure: BaseException | None = None
+
+    def start(self, st: Stage, label: str) -> None:
+        kind, kwargs = prepare(st, show_progress=False)
+        mine, theirs = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=_job, args=(theirs, kind, kwargs, self.threads,
+                                                    COMMAND_LINE.get()), name=st.label)  # fmt: skip
+        proc.start()
+        theirs.close()
+        total = st.options.get("max_tokens") if st.kind == "train" else None
+        task = self._bars.add_task(label, total=total)
+        self.running[proc.sentinel] = (st, proc, mine, time.time(), task)
+        console.print(f"[bold]{label}[/] started", highlight=False)
+
+    def wait(self) -> list[tuple[Stage, float]]:
+        """The stages that ended (waits for one), each with its wall time; raises a failure."""
+        while True:
+            ended = connection.wait(list(self.running), timeout=2.0)
+            self._update()
+            if ended:
+                break
+        out = []
+        for sentinel in ended:
+            st, proc, conn, t0, task = self.running.pop(sentinel)
+            proc.join()
+            message = conn.recv() if conn.poll() else None
+            conn.close()
+            self._bars.remove_task(task)
+            if message is None and proc.exitcode == 0:
+                finished(st)
+                wall = time.time() - t0
+                console.print(f"{st.label}: done in {wall:.0f} s", highlight=False)
+                out.append((st, wall))
+                continue
+            self._fail(st, proc.exitcode, message)
+        return out
+
+    def _update(self) -> None:
+        for st, _proc, _conn, _t0, task in self.running.values():
+            if st.kind == "train":
+                tokens = _last_tokens(Path(st.out) / "metrics.jsonl")
+                if tokens is not None:
+                    self._bars.update(task, completed=tokens)
+
+    def _fail(self, st: Stage, exitcode: int | None, message: tuple[str, str] | None) -> None:
+        if message is not None and message[0] == "user":
+            error: BaseException = ExpertlmError(message[1])
+        elif message is not None:
+            error = RuntimeError(f"{st.label} failed:\n{message[1]}")
+        else:
+            error = ExpertlmError(f"{st.label}: its process ended with exit code {exitcode} "
+                                  "(killed?); run again to continue")  # fmt: skip
+        self._stop_all()
+        raise error
+
+    def _stop_all(self) -> None:
+        for _st, proc, _conn, _t0, _task in self.running.values():
+            proc.terminate()
+        for _st, proc, conn, _t0, _task in self.running.values():
+            proc.join()
+            conn.close()
+        self.running.clear()
+
+    def __enter__(self) -> Jobs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop_all()  # (after an interrupt or an error: nothing is left running)
+        self._bars.__exit__(*exc)
+
+
+def _job(conn, kind: str, kwargs: dict, threads: int, command_line: bool) -> None:
+    """A stage in a process of its own: its result is its output folder; what comes back is
+    None, or ("user", message) for an ExpertlmError, or ("bug", traceback)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    COMMAND_LINE.set(command_line)
+    try:
+        invoke(kind, kwargs)
+        conn.send(None)
+    except ExpertlmError as e:
+        conn.send(("user", str(e)))
+    except KeyboardInterrupt:
+        conn.send(("user", "interrupted; run again to continue"))
+    except BaseException:
+        conn.send(("bug", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _last_tokens(metrics: Path) -> int | None:
+    """Tokens trained so far: the last complete metrics.jsonl row of a running training."""
+    try:
+        with open(metrics, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["tokens"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def manifest(plan: Plan) -> dict:
@@ -129,7 +310,7 @@ def run(experiment: str | Path, *, out: str | Path | None = None, show_progress:
         from expertlm.experiment.budget import print_plan
 
         return print_plan(plan)
-    result = execute(plan)
+    result = execute(plan, cfg.jobs or default_jobs())
     if cfg.report:
         from expertlm.experiment.report import report
 
@@ -143,9 +324,10 @@ def demo(out: str | Path = "runs/demo", *, show_progress: bool = True, **options
     from importlib import resources
 
     t0 = time.time()
-    quick = DemoConfig.from_options(options).quick
-    cfg = resources.files("expertlm") / "configs" / "demo.yaml"
-    with resources.as_file(cfg) as path:
-        result = run(path, out=out, profile="quick" if quick else None, show_progress=show_progress)
+    cfg = DemoConfig.from_options(options)
+    spec = resources.files("expertlm") / "configs" / "demo.yaml"
+    with resources.as_file(spec) as path:
+        result = run(path, out=out, profile="quick" if cfg.quick else None, jobs=cfg.jobs,
+                     show_progress=show_progress)
     info(f"demo: {time.time() - t0:.0f} s from start to report: {Path(out) / 'report' / 'index.html'}")
     return result

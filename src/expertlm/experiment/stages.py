@@ -447,6 +447,14 @@ def call(stage: Stage, show_progress: bool = True) -> None:
     """Run `stage`'s function with its inputs, options and output. A kind that `resumes`
     continues an interrupted call of the same key (a pending marker beside its folder says
     which key was interrupted); every other call replaces the folder's previous content."""
+    kind, kwargs = prepare(stage, show_progress)
+    invoke(kind, kwargs)
+    finished(stage)
+
+
+def prepare(stage: Stage, show_progress: bool = True) -> tuple[str, dict]:
+    """`stage`'s call as plain data, (kind name, keyword arguments), for `invoke` here or in
+    another process; writes the pending marker of a kind that resumes (`finished` removes it)."""
     kind = REGISTRY[stage.kind]
     out = Path(stage.out)
     args = {
@@ -458,9 +466,9 @@ def call(stage: Stage, show_progress: bool = True) -> None:
         args["out"] = out / kind.output.file
     else:
         args["out"] = out
-    pending = out.parent / f".{out.name}.pending.json"
     continuing = False
     if kind.resumes is not None:
+        pending = _pending(stage)
         continuing = (
             out.exists() and pending.is_file() and read_json(pending).get("key") == stage.key
             and kind.resumes(out)
@@ -470,5 +478,17 @@ def call(stage: Stage, show_progress: bool = True) -> None:
         if continuing:
             info(f"{stage.label}: resuming an interrupted run")
     given = {"overwrite": not continuing, "resume": continuing, "show_progress": show_progress}
-    kind.load()(**args, **{f: given[f] for f in kind.flags if f in given}, **stage.options)
-    pending.unlink(missing_ok=True)
+    return stage.kind, {**args, **{f: given[f] for f in kind.flags if f in given}, **stage.options}
+
+
+def invoke(kind: str, kwargs: dict) -> None:
+    REGISTRY[kind].load()(**kwargs)
+
+
+def finished(stage: Stage) -> None:
+    _pending(stage).unlink(missing_ok=True)
+
+
+def _pending(stage: Stage) -> Path:
+    out = Path(stage.out)
+    return out.parent / f".{out.name}.pending.json"
