@@ -196,7 +196,8 @@ class Jobs:
     def _update(self) -> None:
         for st, _proc, _conn, _t0, task in self.running.values():
             if st.kind == "train":
-                tokens = _last_tokens(Path(st.out) / "metrics.jsonl")
+                out = Path(st.out)  # (a new run trains in a temporary folder beside it)
+                tokens = _last_tokens([out, *out.parent.glob(f".{out.name}.tmp-*")])
                 if tokens is not None:
                     self._bars.update(task, completed=tokens)
 
@@ -247,13 +248,14 @@ def _job(conn, kind: str, kwargs: dict, threads: int, command_line: bool) -> Non
         conn.close()
 
 
-def _last_tokens(metrics: Path) -> int | None:
-    """Tokens trained so far: the last complete metrics.jsonl row of a running training."""
+def _last_tokens(folders: list[Path]) -> int | None:
+    """Tokens trained so far: the last complete row of a running training's metrics.jsonl."""
+    files = [f for f in (d / "metrics.jsonl" for d in folders) if f.is_file()]
     try:
-        with open(metrics, "rb") as f:
+        with open(max(files, key=lambda f: f.stat().st_mtime), "rb") as f:
             f.seek(max(0, f.seek(0, 2) - 4096))
             lines = f.read().splitlines()
-    except OSError:
+    except (OSError, ValueError):  # (none yet, or it moved)
         return None
     for line in reversed(lines):
         try:
