@@ -22,7 +22,7 @@ import torch
 
 from expertlm.config import TrainConfig
 from expertlm.errors import ExpertlmError
-from expertlm.objectives import CausalLM, Objective, Windows
+from expertlm.objectives import CausalLM, Objective, Windows, fused_head, linear_cross_entropy
 from expertlm.shards import data_prepare, open_tokens
 from expertlm.tokenizer import tokenizer_train
 from expertlm.train import finish, fit, lr_at, setup, train
@@ -291,6 +291,59 @@ def test_fsdp_matches_one_process_and_resumes(shards, tmp_path):
         assert losses(sharded)[step] == pytest.approx(loss, abs=1e-5)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp")
     assert type(model).__name__ == "GPT2LMHeadModel"
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_the_fused_head_and_loss_equal_the_logits_and_cross_entropy(bf16, frozen):
+    # 1,000 rows in chunks of 128 (the last one short), a 300-token vocabulary
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1000, 64, generator=g, requires_grad=True)
+    weight = (0.1 * torch.randn(300, 64, generator=g)).requires_grad_(not frozen)
+    targets = torch.randint(0, 300, (1000,), generator=g)
+    wanted = [hidden] if frozen else [hidden, weight]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ref = torch.nn.functional.cross_entropy((hidden @ weight.T).float(), targets)
+    ref_grads = torch.autograd.grad(0.5 * ref, wanted)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        got = linear_cross_entropy(hidden, weight, targets, rows=128)
+    grads = torch.autograd.grad(0.5 * got, wanted)  # a scaled loss scales the gradients
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    # fp32: float rounding; bf16: both run the matmuls in bf16 (the fused one sums the weight's
+    # gradient over the chunks in fp32, the unfused one in one bf16 product)
+    tol = 2e-2 if bf16 else 1e-5
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert (a - b).abs().max() <= tol * b.abs().max()
+
+
+def test_causal_lm_trains_a_gpt2_with_the_fused_head_to_the_losses_of_its_logits():
+    from expertlm.train import adamw, train_step
+
+    tokens = np.random.default_rng(0).integers(0, 97, 4000).astype(np.uint16)
+    cfg = TrainConfig(lr=3e-3, micro_batch=4)
+    runs = {}
+    for fused in (False, True):
+        model = random_gpt2(97, n_positions=32).train()
+        assert fused_head(model) is model.lm_head and fused_head(model, fsdp=True) is None
+        w = Windows(tokens, 32, seed=0)
+        objective = CausalLM(w, w, 4, head=fused_head(model) if fused else None)
+        optimizer = adamw(model, cfg, cfg.lr)
+        runs[fused] = [train_step(model, model, optimizer, [w.batch(2 * s, 2), w.batch(2 * s + 2, 2)],
+                                  objective, cfg, torch.device("cpu")) for s in range(5)]  # fmt: skip
+    for (loss, metrics), (ref_loss, ref_metrics) in zip(runs[True], runs[False], strict=True):
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        assert metrics["grad_norm"] == pytest.approx(ref_metrics["grad_norm"], rel=1e-4)
+
+
+def test_only_a_gpt2s_plain_linear_head_is_fused():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2))  # fmt: skip
+    assert fused_head(llama) is None  # its last hidden state is not promised to be the head's input
+    assert fused_head(random_gpt2(50)) is not None
 
 
 def test_bf16_autocast_trains_and_saves_fp32_weights(shards, tmp_path):

@@ -105,23 +105,112 @@ class Windows:
         return torch.stack(rows)
 
 
+class LinearCrossEntropy(torch.autograd.Function):
+    """The mean cross-entropy of `hidden @ weight.T` against `targets`, in chunks of rows, so the
+    (tokens x vocabulary) logits never exist whole: each chunk's logits, their log-sum-exp in
+    fp32 and their gradient (softmax - one-hot, made in place) are computed while the chunk is
+    in cache, and the gradients of `hidden` and `weight` are accumulated in the forward pass
+    (the backward only scales them), as Liger-Kernel's fused linear cross-entropy does. Equal to
+    `F.cross_entropy((hidden @ weight.T).float(), targets)` and its gradients up to float
+    rounding (tests/test_train.py). Under autocast the matmuls run in the autocast dtype and
+    the softmax in fp32, as autocast runs the unfused head and loss."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int):
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n, vocab = hidden.shape[0], weight.shape[0]
+        with torch.autocast(device, enabled=False):
+            w = weight.to(dtype)
+            grad_h = torch.empty_like(hidden) if need_h else None
+            grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+            logits = torch.empty(min(rows, n), vocab, dtype=torch.float32, device=hidden.device)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for s in range(0, n, rows):
+                h, t = hidden[s : s + rows].to(dtype), targets[s : s + rows, None]
+                lg = logits[: len(h)]
+                if dtype == torch.float32:
+                    torch.mm(h, w.T, out=lg)
+                else:
+                    lg.copy_(h @ w.T)
+                lse = torch.logsumexp(lg, -1)
+                total += lse.sum() - lg.gather(1, t).sum()
+                if need_h or need_w:  # d(mean loss)/d logits = (softmax - one-hot) / n
+                    lg.sub_((lse + math.log(n))[:, None]).exp_()
+                    lg.scatter_add_(1, t, lg.new_full(t.shape, -1.0 / n))
+                    if dtype == torch.float32:  # into the gradients' own memory
+                        if need_h:
+                            torch.mm(lg, w, out=grad_h[s : s + len(h)])
+                        if need_w:
+                            grad_w.addmm_(lg.T, h)
+                        continue
+                    g = lg.to(dtype)
+                    if need_h:
+                        grad_h[s : s + len(h)] = g @ w
+                    if need_w:
+                        grad_w += g.T @ h
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_h, grad_w = ctx.saved_tensors
+        return (
+            None if grad_h is None else grad_h * grad,
+            None if grad_w is None else (grad_w * grad).to(ctx.weight_dtype),
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         rows: int | None = None) -> torch.Tensor:  # fmt: skip
+    """`LinearCrossEntropy` of (N, d) hidden states, a (V, d) head and N targets; `rows` per
+    chunk (default: 512 on CPU, where a chunk's logits stay in cache, 4,096 elsewhere)."""
+    rows = rows or (512 if hidden.device.type == "cpu" else 4096)
+    return LinearCrossEntropy.apply(hidden, weight, targets, rows)
+
+
+def fused_head(model, fsdp: bool = False) -> torch.nn.Linear | None:
+    """The output head `CausalLM` fuses with its loss: a GPT-2's bias-free linear head (its last
+    hidden state is the head's input, after the final LayerNorm), not under FSDP (sharded
+    parameters); None (the model's own logits) otherwise."""
+    head = model.get_output_embeddings()
+    plain = isinstance(head, torch.nn.Linear) and head.bias is None
+    return head if plain and model.config.model_type == "gpt2" and not fsdp else None
+
+
+_NO_LOGITS = torch.empty(0, dtype=torch.long)  # logits_to_keep: positions whose logits to make
+
+
 class CausalLM(Objective):
     """Causal language modelling (pretraining, continued pretraining): the cross-entropy of
     every next token of packed windows, the logits in fp32; validation on the first
-    `val_windows` windows of `val` (fixed, so evaluations compare)."""
+    `val_windows` windows of `val` (fixed, so evaluations compare). With `head` (see
+    `fused_head`) the model returns its last hidden states and no logits, and the head's matmul
+    is fused with the loss (`linear_cross_entropy`): the same loss, without the (tokens x
+    vocabulary) logits and their copies."""
 
-    def __init__(self, train: Windows, val: Windows, val_windows: int) -> None:
+    def __init__(self, train: Windows, val: Windows, val_windows: int,
+                 head: torch.nn.Linear | None = None) -> None:  # fmt: skip
         self.train, self.val, self.val_windows = train, val, val_windows
         self.examples = train.count
+        self.head = head
 
     def batch(self, position: int, size: int) -> torch.Tensor:
         return self.train.batch(position, size)  # (B, T + 1)
 
     def loss(self, forward, xy: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        targets = xy[:, 1:].reshape(-1)
+        if self.head is not None:
+            out = forward(input_ids=xy[:, :-1], output_hidden_states=True,
+                          logits_to_keep=_NO_LOGITS.to(xy.device))  # fmt: skip
+            hidden = out.hidden_states[-1]  # (B, T, d), after the final LayerNorm
+            return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), self.head.weight, targets), {}
         logits = forward(input_ids=xy[:, :-1]).logits  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), xy[:, 1:].reshape(-1)
-        )
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets)
         return loss, {}
 
     def tokens(self, position: int) -> int:

@@ -55,6 +55,7 @@ from expertlm.objectives import (
     CausalLM,
     Objective,
     Windows,
+    fused_head,
     post_objective,
     post_tokenizer,
 )
@@ -375,7 +376,7 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
             raise ExpertlmError(f"{shards}: train.bin has fewer than {context + 1} tokens")
         if val_w.count < 1 and d.main:
             warn(f"{shards}: val.bin has fewer than {context + 1} tokens: no validation loss, no best/")
-        objective = CausalLM(train_w, val_w, cfg.val_windows)
+        objective = CausalLM(train_w, val_w, cfg.val_windows, head=fused_head(model, cfg.fsdp))
         batch_tokens = cfg.batch_tokens or seqs_per_micro * context
         accum = batch_tokens // (seqs_per_micro * context)
     seqs_per_step = accum * seqs_per_micro
