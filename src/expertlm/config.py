@@ -333,7 +333,8 @@ class GPT2Overrides(StageConfig):
     n_inner: int | None = Field(None, ge=1)
     """Width of the MLP (default 4 x n_embd)."""
     activation_function: str | None = None
-    """The MLP's activation (a transformers name: gelu_pytorch_tanh, gelu_new, gelu, relu, ...)."""
+    """The MLP's activation (a transformers name: gelu (the presets', exact), gelu_new (GPT-2's
+    tanh approximation), gelu_pytorch_tanh, relu, ...)."""
     resid_pdrop: float | None = Field(None, ge=0, lt=1)
     """Dropout on the residual branches (0 in the presets)."""
     embd_pdrop: float | None = Field(None, ge=0, lt=1)
