@@ -121,6 +121,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n, vocab = hidden.shape[0], weight.shape[0]
+        fp32 = dtype == torch.float32  # then products go into the buffers, no temporaries
         with torch.autocast(device, enabled=False):
             w = weight.to(dtype)
             grad_h = torch.empty_like(hidden) if need_h else None
@@ -130,7 +131,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             for s in range(0, n, rows):
                 h, t = hidden[s : s + rows].to(dtype), targets[s : s + rows, None]
                 lg = logits[: len(h)]
-                if dtype == torch.float32:
+                if fp32:
                     torch.mm(h, w.T, out=lg)
                 else:
                     lg.copy_(h @ w.T)
@@ -139,16 +140,12 @@ class LinearCrossEntropy(torch.autograd.Function):
                 if need_h or need_w:  # d(mean loss)/d logits = (softmax - one-hot) / n
                     lg.sub_((lse + math.log(n))[:, None]).exp_()
                     lg.scatter_add_(1, t, lg.new_full(t.shape, -1.0 / n))
-                    if dtype == torch.float32:  # into the gradients' own memory
-                        if need_h:
-                            torch.mm(lg, w, out=grad_h[s : s + len(h)])
-                        if need_w:
-                            grad_w.addmm_(lg.T, h)
-                        continue
-                    g = lg.to(dtype)
+                    g = lg.to(dtype)  # lg itself in fp32
                     if need_h:
                         grad_h[s : s + len(h)] = g @ w
-                    if need_w:
+                    if need_w and fp32:  # summed over the chunks in fp32
+                        grad_w.addmm_(g.T, h)
+                    elif need_w:
                         grad_w += g.T @ h
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
