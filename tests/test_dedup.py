@@ -109,6 +109,7 @@ def test_signatures_are_datasketchs_affine32_minhash():
     if int(datasketch.__version__.split(".")[0]) < 2:
         pytest.skip("datasketch < 2 has another permutation scheme")
     from datasketch import MinHash, MinHashLSH
+    from datasketch.lsh import _optimal_param
 
     from expertlm.corpus.dedup import MinHasher, lsh_params, shingle_hashes
 
@@ -118,9 +119,14 @@ def test_signatures_are_datasketchs_affine32_minhash():
         for block in shingle_hashes(text, 5):
             m.update_batch(block.tolist())
         assert (hasher.signature(text) == m.hashvalues).all()
-    for threshold in (0.5, 0.7, 0.8, 0.9):
-        lsh = MinHashLSH(threshold=threshold, num_perm=128)
-        assert lsh_params(threshold, 128) == (lsh.b, lsh.r)
+    cases = [(t, 128) for t in (0.5, 0.7, 0.8, 0.9)]
+    cases += [(round(t, 2), n) for n in (32, 64) for t in np.arange(0.3, 0.96, 0.05)]
+    for threshold, num_perm in cases:  # (Gauss-Legendre here, scipy's adaptive quad there)
+        # the function MinHashLSH calls (which itself refuses the cases that give one band)
+        expected = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        assert lsh_params(threshold, num_perm) == expected, (threshold, num_perm)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    assert lsh_params(0.8, 128) == (lsh.b, lsh.r)
 
 
 def test_shingles_and_words_do_not_depend_on_blocks_or_chunks(monkeypatch):
