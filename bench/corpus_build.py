@@ -31,8 +31,8 @@ The speed-up of one worker per core over one worker is measured on the 4x corpus
 of ../shared/data) in 5 pairs of runs back to back, the order alternating, and is the median of
 the 5 ratios: on this VM one run of the same build took 22 to 34 s minutes apart.
 
-Targets: with one worker per core >= 1.7x one worker's MB/s; >= 1.0x datatrove's MB/s at equal or better near-duplicate recall (1x); peak
-RSS at 16x <= 1.3x the RSS at 1x.
+Targets: with one worker per core >= 1.7x one worker's MB/s; >= 1.0x datatrove's MB/s at equal
+or better near-duplicate recall (1x); peak RSS at 16x <= 1.3x the RSS at 1x.
 
 Run: python bench/corpus_build.py   (needs ../shared/data; results also in
 bench/_work/corpus_build/results.json, which bench/scale.py reads)
@@ -286,21 +286,24 @@ def main() -> None:
     # one worker per core, given explicitly: the default takes none for inputs under 8 MB
     # (compressed), which the 1x corpus is, and the RSS at 1x and 16x must compare like with like
     cores = os.cpu_count() or 1
+
+    def record(r: dict, name: str, scale: int, note: str = "") -> dict:
+        r.update(name=name, scale=scale, mb=mb[scale], mb_s=mb[scale] / r["wall_s"], load=load())
+        print(f"  {name} {scale}x{note}: {r['wall_s']:.1f} s ({r['load']})", file=sys.stderr)
+        return r
+
     ratios, pairs = [], []  # the speed-up, in pairs of runs back to back (the order alternating)
+    folder, truth = data[4]
+    names = {1: "expertlm, 1 worker", cores: "expertlm"}
     for k in range(PAIRS):
-        pair = {}
-        for w in ((1, cores) if k % 2 == 0 else (cores, 1)):
-            folder, truth = data[4]
-            pair[w] = r = run_expertlm(folder, truth, w, env, "4x-w1" if w == 1 else "4x")
-            r["load"] = load()
-            print(f"  expertlm, {w} worker(s) 4x, pair {k + 1}: {r['wall_s']:.1f} s ({r['load']})",
-                  file=sys.stderr)  # fmt: skip
+        pair = {w: record(run_expertlm(folder, truth, w, env, "4x-w1" if w == 1 else "4x"),
+                          names[w], 4, f", pair {k + 1}")
+                for w in ((1, cores) if k % 2 == 0 else (cores, 1))}  # fmt: skip
         ratios.append(pair[1]["wall_s"] / pair[cores]["wall_s"])
         pairs.append(pair)
     median = sorted(range(PAIRS), key=ratios.__getitem__)[PAIRS // 2]  # the table shows its runs
-    for w, name in ((1, "expertlm, 1 worker"), (cores, "expertlm")):
-        r = pairs[median][w]
-        runs[f"{name} 4x"] = {**r, "name": name, "scale": 4, "mb": mb[4], "mb_s": mb[4] / r["wall_s"]}
+    for w, name in names.items():
+        runs[f"{name} 4x"] = pairs[median][w]
     plan = [
         ("expertlm", 1, lambda f, t: run_expertlm(f, t, cores, env, "1x")),
         ("datatrove (spaCy words)", 1, lambda f, t: run_datatrove(f, t, "spacy", bands, rows, env)),
@@ -309,11 +312,8 @@ def main() -> None:
     ]
     for name, scale, fn in plan:
         folder, truth = data[scale]
-        r = fn(folder, truth)
-        r.update(name=name, scale=scale, mb=mb[scale], mb_s=mb[scale] / r["wall_s"], load=load())
-        runs[f"{name} {scale}x"] = r
+        runs[f"{name} {scale}x"] = r = record(fn(folder, truth), name, scale)
         loads.append(r["load"])
-        print(f"  {name} {scale}x: {r['wall_s']:.1f} s ({r['load']})", file=sys.stderr)
 
     print(f"{'':28s} {'corpus':>6s} {'MB':>7s} {'wall s':>7s} {'MB/s':>6s} {'CPU s':>6s} {'RSS MB':>7s} "
           f"{'near rec':>8s} {'exact rec':>9s} {'precision':>9s}")  # fmt: skip

@@ -12,8 +12,8 @@ Each run gives its CPU seconds (the process tree's), the CPU seconds of its busi
 the first process (reading and merging for corpus build, the reading thread for data prepare,
 the merge loop for tokenizer train: what more cores do not shorten), and its peak RSS (of the
 first process, and of its worker processes). Fits, least squares of the relative errors over
-the three points, in MB of text: total and serial CPU seconds = a + b * MB; memory = c + d * MB (first process) plus,
-for stages with workers, the workers' memory (c' + d' * MB) scaled to the number of cores.
+the three points, in MB of text: total and serial CPU seconds = a + b * MB; memory = c + d * MB
+(first process) plus, for stages with workers, the workers' memory (c' + d' * MB) scaled to the number of cores.
 A stage's wall time on P cores is projected as max(serial, total / P): the machine's load does
 not enter (the load measured with each point is printed; the wall times measured under it too).
 
@@ -49,14 +49,15 @@ WORKERS = {"corpus build": True, "tokenizer train": False, "data prepare": True}
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(a, b) of y = a + b x, least squares of the relative residuals (a - y + b x) / y: the
+    """(a, b) of y = a + b x, least squares of the relative residuals (a + b x - y) / y: the
     points span 16x, and plain least squares fits the largest one and leaves the smallest the
-    whole error (on one run's points: the 1x point 13% off, where the relative fit's worst point is 6% off). a and b are kept >= 0 (a
-    negative start-up or growth is noise)."""
+    whole error (on one run's points: the 1x point 13% off, where the relative fit's worst is
+    6% off). a and b are kept >= 0 (a negative start-up or growth is noise)."""
     y = np.maximum(y, 1e-9)
     b, a = np.polyfit(x, y, 1, w=1 / y)
-    if a < 0:
-        a, b = 0.0, float(np.mean(y / x))  # through the origin, relative least squares
+    if a < 0:  # through the origin: b minimising sum(((b x - y) / y)^2)
+        u = x / y
+        a, b = 0.0, float(np.sum(u) / np.sum(u * u))
     if b < 0:
         a, b = float(np.mean(y)), 0.0
     return float(a), float(b)
