@@ -224,6 +224,19 @@ def test_every_config_field_is_a_flag_with_the_models_default_and_help(kind, cmd
         assert value == default, (name, value, default)
 
 
+def test_bf16_alone_means_yes_and_takes_no_or_auto():
+    from expertlm import cli
+    from expertlm.config import TrainConfig
+
+    field, cmd = TrainConfig.model_fields["bf16"], app.commands["train"]
+    for given, expected in (([], False), (["--bf16"], True), (["--bf16", "yes"], True),
+                            (["--bf16", "no"], False), (["--bf16", "auto"], "auto")):  # fmt: skip
+        ctx = cmd.make_context("train", ["shards", "--out", "o", *given])
+        assert TrainConfig(bf16=cli.option_value(field, ctx.params["bf16"])).bf16 == expected, given
+    result = runner.invoke(app, ["train", "shards", "--out", "o", "--bf16", "maybe"])
+    assert result.exit_code == 2 and "'maybe' is not one of 'yes', 'no', 'auto'" in result.output
+
+
 def test_every_command_lists_every_option_in_its_help():
     from expertlm.config import flag
 

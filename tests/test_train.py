@@ -355,6 +355,71 @@ def test_bf16_autocast_trains_and_saves_fp32_weights(shards, tmp_path):
     assert {t.dtype for t in weights.values()} == {torch.float32}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_is_bf16_where_the_device_has_it_and_run_json_says_which(
+    shards, tmp_path, monkeypatch, native
+):
+    from expertlm import dist
+
+    seen = []
+    monkeypatch.setattr(dist, "native_bf16", lambda device: seen.append(device.type) or native)
+    run = train(shards, tmp_path / "run", **TINY, max_steps=2, ckpt_every_steps=1, bf16="auto")
+    assert seen == ["cpu"]
+    assert json.loads((run / "run.json").read_text())["config"]["bf16"] is native
+    # a resume with auto keeps what the run resolved to (even where this machine would not)
+    monkeypatch.setattr(dist, "native_bf16", lambda device: not native)
+    train(shards, run, resume=True, max_steps=3, bf16="auto", show_progress=False)
+    assert json.loads((run / "run.json").read_text())["config"]["bf16"] is native
+
+
+def test_native_bf16_asks_the_cpu_for_avx512_bf16_or_amx(monkeypatch):
+    from expertlm import dist
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert dist.native_bf16(cpu) is expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert dist.native_bf16(cpu) is False  # a build without the probes
+    assert dist.native_bf16(torch.device("meta")) is False
+
+
+def test_bf16_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_sdpa_model(tmp_path):
+    """Under bf16 autocast the fp32 attention returns fp32 SDPA of the same (bf16) inputs,
+    rounded to bf16; the model trains the same to bf16 rounding, and the folder it saves names no
+    attention implementation."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from expertlm.models import FP32_SDPA, _sdpa_fp32, fp32_attention
+
+    plain, ours = random_gpt2(50), random_gpt2(50)
+    ours.load_state_dict(plain.state_dict())
+    assert fp32_attention(ours) and ours.config._attn_implementation == FP32_SDPA
+    assert not fp32_attention(ours)  # (not on SDPA any more: nothing to do)
+    attn = ours.transformer.h[0].attn
+    q, k, v = (torch.randn(2, 2, 16, 8).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = _sdpa_fp32(attn, q, k, v, None, dropout=0.0)
+    expected, _ = sdpa_attention_forward(attn, q.float(), k.float(), v.float(), None, dropout=0.0)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected.bfloat16())
+    x = torch.randint(0, 50, (2, 16))
+    losses = {}
+    for name, model in (("plain", plain), ("ours", ours)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x, labels=x).loss
+        loss.backward()
+        losses[name] = loss.item()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert losses["ours"] == pytest.approx(losses["plain"], rel=1e-2)
+    ours.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert not any("attn_impl" in k for k in config)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m").config._attn_implementation == "sdpa"
+
+
 def test_the_causal_lm_loss_is_the_mean_next_token_cross_entropy():
     tokens = np.random.default_rng(0).integers(0, 50, size=201).astype(np.uint16)
     objective = CausalLM(Windows(tokens, 16, seed=0), Windows(tokens, 16, seed=0), val_windows=4)

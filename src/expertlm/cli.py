@@ -90,9 +90,21 @@ def _base(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _bool_or(annotation: Any) -> tuple[str, ...]:
+    """The words of a `bool | Literal[...]` field besides yes and no (bf16's auto), else ()."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType) or bool not in args:
+        return ()
+    return tuple(w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a))
+
+
 def option_spec(name: str, field: FieldInfo) -> dict[str, Any]:
     """How config field `name` appears on the command line: click's keyword arguments for its
     parameter, its default as the command line writes it included."""
+    if words := _bool_or(field.annotation):  # --bf16 alone is yes; --bf16 no, --bf16 auto
+        default = field.get_default(call_default_factory=True)
+        return {"type": click.Choice(["yes", "no", *words]), "is_flag": False, "flag_value": "yes",
+                "default": {True: "yes", False: "no"}.get(default, default)}  # fmt: skip
     ann, optional = _base(field.annotation)
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     default = field.get_default(call_default_factory=True)
@@ -120,6 +132,8 @@ def option_spec(name: str, field: FieldInfo) -> dict[str, Any]:
 
 def option_value(field: FieldInfo, value: Any) -> Any:
     """A command-line value as the config model takes it."""
+    if _bool_or(field.annotation):
+        return {"yes": True, "no": False}.get(value, value)
     ann, optional = _base(field.annotation)
     if ann is bool and optional:
         return TRISTATE[value]
@@ -135,7 +149,7 @@ def _config_param(name: str, field: FieldInfo, positional: bool) -> click.Parame
     if positional:
         return click.Argument([name], type=spec["type"], required=True, metavar=name.upper())
     flags = config.flag(name)
-    if spec.pop("is_flag", False):
+    if spec.get("is_flag"):
         flags = f"{flags}/{config.OFF_FLAGS.get(name, '--no-' + flags[2:])}"
     return click.Option([flags, name], help=field.description, show_default=True, **spec)
 

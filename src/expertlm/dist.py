@@ -49,6 +49,18 @@ def pick_device(device: str | None, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bf16 matmuls in hardware (`--bf16 auto`): a CUDA GPU that supports
+    bf16 (Ampere and later), or a CPU with AVX-512 BF16 or AMX (Intel Cooper Lake, Sapphire Rapids
+    and later; AMD Zen 4 and later). Elsewhere bf16 autocast is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # (private: absent, no)
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 def init(device: str | None = None) -> Dist:
     """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -45,6 +45,7 @@ from expertlm.models import (
     build_model,
     check_memory,
     flops_per_token,
+    fp32_attention,
     gpt2_config,
     gpt2_parameters,
     load_model,
@@ -345,8 +346,12 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         raise ExpertlmError(f"--resume: the training data differ from the ones the run was trained "
                             f"on ({', '.join(diff)}); --overwrite starts a new run on them")  # fmt: skip
     d = dist.init(cfg.device)
+    if cfg.bf16 == "auto":  # (run.json and the checkpoints record what it resolved to)
+        cfg = cfg.model_copy(update={"bf16": dist.native_bf16(d.device)})
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards, d)
+    if cfg.bf16 and d.device.type == "cpu":  # (bf16 attention backward is slow on CPUs)
+        fp32_attention(model)
     if cfg.objective in ("dpo", "orpo"):  # no dropout, as TRL's trainers (disable_dropout)
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
@@ -555,7 +560,8 @@ def _resumed_config(options: dict, state: dict) -> TrainConfig:
     if "config" not in state:
         return cfg
     given, run = cfg.model_dump(mode="json"), state["config"]
-    changed = [k for k in options if k not in RESUME_OVERRIDES and given[k] != run.get(k)]
+    changed = [k for k in options if k not in RESUME_OVERRIDES and given[k] != run.get(k)
+               and not (k == "bf16" and given[k] == "auto")]  # (auto: what the run resolved it to)
     if changed:
         raise ExpertlmError("--resume: " + "; ".join(
             f"{flag(k)} {given[k]!r} differs from the run's {run.get(k)!r}" for k in changed
