@@ -220,6 +220,26 @@ def test_jobs_run_stages_side_by_side_with_the_same_keys_and_files(tmp_path):
         assert {k: (tmp_path / "two" / k / ".expertlm-stage.json").stat().st_mtime_ns for k in two} == mtimes
 
 
+def test_jobs_0_is_a_job_per_core_up_to_the_trainings_that_can_run_at_once(tmp_path, monkeypatch):
+    import torch
+
+    from expertlm.experiment import graph
+
+    plan = plan_experiment(CONFIGS / "demo.yaml", out=tmp_path / "demo")
+    # general, scratch-general-tok and scratch-domain-tok wait for no training; general -> domain
+    # and its LoRA version wait for general
+    assert graph.training_width(plan) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for cpus, jobs in ((1, 1), (2, 2), (16, 3)):
+        monkeypatch.setattr(graph, "available_cpus", lambda c=cpus: c)
+        assert graph.default_jobs(plan) == jobs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert graph.default_jobs(plan) == 1
+    one = plan_experiment(write_yaml(tmp_path / "t.yaml", minimal()), out=tmp_path / "t")
+    assert graph.training_width(one) == 1  # (no training at all)
+
+
 def test_the_first_failing_job_stops_the_others_with_its_one_line_error(tmp_path):
     from expertlm.experiment.graph import Jobs
     from expertlm.experiment.stages import Stage, external

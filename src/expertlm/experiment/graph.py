@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections import Counter
 from multiprocessing import connection
 from pathlib import Path
 from typing import Any
@@ -133,13 +134,28 @@ def execute(plan: Plan, jobs: int = 1) -> dict:
     return result
 
 
-def default_jobs() -> int:
-    """`--jobs 0`: one job per core where training runs on the CPU, one where a GPU does it."""
+def default_jobs(plan: Plan) -> int:
+    """`--jobs 0`: one job per core where training runs on the CPU, up to the trainings that can
+    run side by side (more jobs would only take threads from them); one where a GPU does it."""
     import torch
 
     if torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         return 1
-    return available_cpus()
+    return max(1, min(available_cpus(), training_width(plan)))
+
+
+def training_width(plan: Plan) -> int:
+    """How many of the plan's trainings can run at once: the most at one depth, a training's
+    depth being the number of trainings along its longest chain of inputs, itself included."""
+    depth: dict[int, int] = {}  # id(stage) -> its depth
+
+    def chain(st: Stage) -> int:
+        if id(st) not in depth:
+            depth[id(st)] = max((chain(d) for d in st.deps), default=0) + (st.kind == "train")
+        return depth[id(st)]
+
+    levels = Counter(chain(st) for st in plan.stages if st.kind == "train")
+    return max(levels.values(), default=1)
 
 
 class Jobs:
@@ -312,7 +328,7 @@ def run(experiment: str | Path, *, out: str | Path | None = None, show_progress:
         from expertlm.experiment.budget import print_plan
 
         return print_plan(plan)
-    result = execute(plan, cfg.jobs or default_jobs())
+    result = execute(plan, cfg.jobs or default_jobs(plan))
     if cfg.report:
         from expertlm.experiment.report import report
 
