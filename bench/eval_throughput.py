@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import sys
 import time
@@ -46,7 +47,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work" / "eval_throughput"
-SHARED = ROOT.parent / "shared" / "data" / "neuromancer_neuro_review_abstracts.jsonl.gz"
+# EXPERTLM_SHARED_DATA: where ../shared/data is not beside the checkout (bench/gpu.sh on a GPU machine)
+SHARED = Path(os.environ.get("EXPERTLM_SHARED_DATA") or ROOT.parent / "shared" / "data")
+SHARED = SHARED / "neuromancer_neuro_review_abstracts.jsonl.gz"
 N_ITEMS = 200
 VOCAB = 16_000
 ROUNDS = 2
@@ -87,7 +90,7 @@ def make_item(text: str) -> tuple[str, str] | None:
     return f"{head} {results}", f"{head} {altered}"
 
 
-def build(work: Path, gpu: bool = False):
+def build(work: Path, gpu: bool = False, device: str = "cuda"):
     """Tokenizer, model and items (cached under bench/_work)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -127,7 +130,7 @@ def build(work: Path, gpu: bool = False):
                      n_head=width // 64, bos_token_id=0, eos_token_id=0)  # fmt: skip
     model = GPT2LMHeadModel._from_config(cfg, attn_implementation="sdpa").eval()
     if gpu:
-        model = model.to("cuda")
+        model = model.to(device)
     return tokenizer, model, items, source
 
 
@@ -158,16 +161,18 @@ def ours(scorer, prompts: list[str]) -> list[float]:
     return out
 
 
-def main(gpu: bool = False) -> int:
+def main(gpu: bool = False, device: str = "cuda", n_items: int = N_ITEMS) -> int:
+    """`gpu`: the gpt2-small-sized model, batched scoring, on `device` (a CPU only as a check)."""
     from expertlm.eval.benchmark import TEMPLATES, apply_template
     from expertlm.eval.scoring import Scorer, _common_prefix
 
     torch.set_grad_enabled(False)
-    tokenizer, model, items, source = build(WORK, gpu)
+    tokenizer, model, items, source = build(WORK, gpu, device)
+    items = items[:n_items]
     prompts = [apply_template(TEMPLATES["neuro"], t)[0] for pair in items for t in pair]
     # on the CPU eval bench scores one sequence a pass (compute-bound: padding costs more than
     # batching saves); on a GPU it chooses the batch size itself
-    scorer = Scorer(model, tokenizer, device="cuda" if gpu else "cpu", batch_size=None if gpu else 1)
+    scorer = Scorer(model, tokenizer, device=device if gpu else "cpu", batch_size=None if gpu else 1)
     enc = [scorer.encode(p).ids for p in prompts]
     n_tok = np.array([len(e) for e in enc])
     shared = np.array([_common_prefix(a, b) for a, b in zip(enc[0::2], enc[1::2], strict=True)])
@@ -185,7 +190,7 @@ def main(gpu: bool = False) -> int:
         ):
             t0 = time.perf_counter()
             results[name] = fn()
-            if gpu:
+            if gpu and device == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
     n = len(items)

@@ -11,13 +11,14 @@
 # The GPU machine has torch, transformers, tokenizers, safetensors, numpy, scipy, click and rich
 # but not pydantic or datasketch: fetch their wheels here first (python 3.12, manylinux):
 #   bash bench/gpu.sh --fetch-wheels            (writes .whl/, ignored by git)
-# then run there, from the repository root (device tool: carry .whl):
+#   mkdir -p bench/_work/gpu-data && cp ../shared/data/neuromancer_neuro_review_abstracts.jsonl.gz bench/_work/gpu-data/
+# then run there, from the repository root (device tool: carry .whl and bench/_work/gpu-data):
 #   bash bench/gpu.sh                           (figures in bench/_work/gpu/ and on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.7.0 typing-inspection==0.4.2
-        datasketch==1.6.5)
+WHEELS=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+        datasketch==2.0.0)
 if [ "${1:-}" = "--fetch-wheels" ]; then
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -32,6 +33,9 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/expertlm-site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 EXPERTLM_NO_PROGRESS=1 HF_HUB_OFFLINE=1
+# ../shared/data does not travel to a GPU machine: eval_throughput's abstracts can (carry bench/_work/gpu-data)
+if [ -d bench/_work/gpu-data ]; then export EXPERTLM_SHARED_DATA=$PWD/bench/_work/gpu-data; fi
+python3 -c "import expertlm, expertlm.train, expertlm.eval.scoring" || { echo "expertlm does not import here"; exit 1; }
 LOG=${OUT:-bench/_work/gpu}
 mkdir -p "$LOG"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
