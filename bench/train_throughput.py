@@ -423,10 +423,15 @@ def main() -> None:
 
 def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "cuda",
              preset: str = "gpt2-small", context: int = 1024, mm: int = 8192) -> None:
-    """gpt2-small in bf16 with torch.compile on one GPU: tokens/s and MFU. (The other arguments
-    let the same code run small on a CPU, as a check before a GPU machine is borrowed.)"""
+    """gpt2-small in bf16 on one GPU: tokens/s and MFU of `train_step` eager and compiled, with
+    the head fused with the loss (as `train` runs a GPT-2) and unfused, beside nanoGPT's model
+    and loop compiled on the same batches (the reference), then the compiled step's CUDA kernels
+    by time. (The other arguments let the same code run small on a CPU, as a check before a
+    GPU machine is borrowed.)"""
+    from torch.profiler import ProfilerActivity, profile
+
+    from expertlm.models import PRESETS, gpt2_config
     from expertlm.models import build_model as build_expertlm
-    from expertlm.models import gpt2_config
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -441,39 +446,88 @@ def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "
     peak = 10 * 2 * mm**3 / (time.perf_counter() - t0)
     del a
     vocab = 50_257
-    model = build_expertlm(gpt2_config(preset, vocab, vocab - 1), seed=0).to(dev)
-    fpt = flops_per_token(model, context)
-    cfg = TrainConfig(lr=LR, bf16=True, micro_batch=batch, compile=True)
     data = zipf_tokens(steps * batch * context + context + 1)
     data = np.minimum(data * 3, vocab - 1)  # spread over GPT-2's vocabulary
-    windows = Windows(data, context, seed=0)
-    objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model))  # as train builds it
-    optimizer = adamw(model, cfg, LR)
-    fwd = torch.compile(model)
-    rates = {}
-    for name, f in (("eager", model), ("compiled", fwd)):
-        t0 = 0.0
-        try:
-            for step in range(steps):
-                if step == warmup:
+    cfg = TrainConfig(lr=LR, bf16=True, micro_batch=batch, compile=True)
+
+    def ours_gpu(fused: bool, compiled: bool):
+        model = build_expertlm(gpt2_config(preset, vocab, vocab - 1), seed=0).to(dev)
+        windows = Windows(data, context, seed=0)
+        objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model) if fused else None)
+        optimizer = adamw(model, cfg, LR)
+        f = torch.compile(model) if compiled else model
+        return model, lambda step: train_step(model, f, optimizer, [windows.batch(step * batch, batch)],
+                                               objective, cfg, dev)[0]  # fmt: skip
+
+    def nano_gpu():
+        p = PRESETS[preset]
+        torch.manual_seed(0)
+        model = NanoGPT(vocab, context, p["n_layer"], p["n_head"], p["n_embd"], dropout=0.0).to(dev)
+        decay = [q for q in model.parameters() if q.dim() >= 2]
+        no_decay = [q for q in model.parameters() if q.dim() < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                       {"params": no_decay, "weight_decay": 0.0}],
+                                      lr=LR, betas=(0.9, 0.95), fused=True)  # fmt: skip
+        f, tokens = torch.compile(model), torch.from_numpy(data.astype(np.int64))
+
+        def step(i: int) -> float:  # nanoGPT's train.py step on ours' windows
+            ix = range(i * batch * context, (i + 1) * batch * context, context)
+            x = torch.stack([tokens[j : j + context] for j in ix]).to(dev, non_blocking=True)
+            y = torch.stack([tokens[j + 1 : j + 1 + context] for j in ix]).to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                loss = f(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.item()
+
+        return model, step
+
+    rates, losses, fpt = {}, {}, None
+    runs = (("ours eager", lambda: ours_gpu(True, False)), ("ours compiled", lambda: ours_gpu(True, True)),
+            ("ours compiled, unfused head", lambda: ours_gpu(False, True)),
+            ("nanoGPT compiled", nano_gpu))  # fmt: skip
+    for name, make in runs:
+        model = step = None
+        try:  # one borrowed run: report the other figures all the same
+            model, step = make()
+            fpt = fpt or flops_per_token(model, context)
+            for i in range(steps):
+                if i == warmup:
                     sync()
                     t0 = time.perf_counter()
-                xy = windows.batch(step * batch, batch)
-                loss, _ = train_step(model, f, optimizer, [xy], objective, cfg, dev)
+                losses[name] = step(i)
             sync()
-        except Exception as e:  # one borrowed run: report the other figure all the same
+            rates[name] = (steps - warmup) * batch * context / (time.perf_counter() - t0)
+        except Exception as e:
             print(f"{name}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            rates[name] = 0.0
-            continue
-        rates[name] = (steps - warmup) * batch * context / (time.perf_counter() - t0)
-    mfu = {k: r * fpt / peak for k, r in rates.items()}
-    name = torch.cuda.get_device_name() if dev.type == "cuda" else device
-    print(f"{name}: bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; {preset} "
-          f"{fpt / 1e6:.0f} MFLOP/token, {batch} x {context} tokens a step, last loss {loss:.3f}")
+            rates[name], losses[name] = 0.0, float("nan")
+        del model, step
+    gpu = torch.cuda.get_device_name() if dev.type == "cuda" else device
+    print(f"{gpu}: bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; {preset} {fpt / 1e6:.0f} MFLOP/token, "
+          f"{batch} x {context} tokens a step")  # fmt: skip
     for k in rates:
-        print(f"  {k:9s} {rates[k]:>10,.0f} tokens/s  MFU {mfu[k]:.1%}")
-    ok = mfu["compiled"] >= 0.40
-    print(f"train_throughput_gpu: MFU {mfu['compiled']:.1%} compiled, {mfu['eager']:.1%} eager "
+        print(f"  {k:28s} {rates[k]:>10,.0f} tokens/s  MFU {rates[k] * fpt / peak:6.1%}  last loss {losses[k]:.3f}")
+    try:
+        _, step = ours_gpu(True, True)
+        for i in range(3):
+            step(i)
+        sync()
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for i in range(3, 6):
+                step(i)
+            sync()
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print("ours compiled, 3 steps profiled:")
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+    except Exception as e:
+        print(f"profile: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    mfu, nano = rates["ours compiled"] * fpt / peak, rates["nanoGPT compiled"]
+    ok = mfu >= 0.40
+    print(f"train_throughput_gpu: MFU {mfu:.1%} compiled, {rates['ours eager'] * fpt / peak:.1%} eager, "
+          f"{rates['ours compiled'] / nano if nano else float('nan'):.2f}x nanoGPT compiled "
           f"(target compiled >= 40%) {'PASS' if ok else 'FAIL'}")
 
 

@@ -235,12 +235,10 @@ class Scorer:
             logits = self.model(input_ids=ids, position_ids=pos).logits
         else:
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        out = []
+        nll, out = _next_nll(logits, ids), []
         for r, s in enumerate(seqs):
             start = 0 if self.padding_side == "right" else ids.shape[1] - len(s)
-            out.append(
-                _nll(logits[r, start : start + len(s) - 1], ids[r, start + 1 : start + len(s)])
-            )
+            out.append(nll[r, start : start + len(s) - 1])
         return out
 
     def _windowed(self, seq: list[int]) -> np.ndarray:
@@ -327,17 +325,20 @@ class Scorer:
         else:
             res = self.model(input_ids=ids, attention_mask=mask if B > 1 else None, position_ids=pos,
                              use_cache=True)  # fmt: skip
-        heads, last_logits = [], []
+        # every NLL of the batch on the device, then one copy to the host (not one per item)
+        nll = _next_nll(res.logits, ids)
+        if stem is not None:
+            first_ids = torch.tensor([rest[0] for rest in rests], device=dev)
+            firsts = _nll(stem.last_logits[None].expand(B, -1), first_ids)
+        heads, last = [], []
         for r, rest in enumerate(rests):
             start = 0 if self.padding_side == "right" else width - len(rest)
-            head = _nll(
-                res.logits[r, start : start + len(rest) - 1], ids[r, start + 1 : start + len(rest)]
-            )
+            head = nll[r, start : start + len(rest) - 1]
             if stem is not None:
-                first = _nll(stem.last_logits[None], torch.tensor([rest[0]], device=dev))
-                head = np.concatenate([stem.head, first, head])
+                head = np.concatenate([stem.head, firsts[r : r + 1], head])
             heads.append(head)
-            last_logits.append(res.logits[r, start + len(rest) - 1])
+            last.append(start + len(rest) - 1)
+        last_logits = res.logits[torch.arange(B, device=dev), torch.tensor(last, device=dev)]  # (B, V)
         cache = getattr(res, self._cache)
         del res
         # Every continuation of every item from its prefix's cache: item r's N_r sequences are
@@ -357,13 +358,14 @@ class Scorer:
         full_mask = torch.cat([mask[rows], t_mask], dim=1)
         logits = self.model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
                             **{self._cache: cache}, use_cache=True).logits  # fmt: skip
+        rests_nll = _next_nll(logits, t_ids)
+        firsts = _nll(last_logits[rows], torch.tensor([t[0] for t in tails], device=dev))
         out, row = [], 0
         for r, seqs in enumerate(items):
             versions = []
             for t in tails[row : row + len(seqs)]:
-                first = _nll(last_logits[r][None], torch.tensor([t[0]], device=dev))
-                rest = _nll(logits[row, : len(t) - 1], t_ids[row, 1 : len(t)])
-                versions.append(np.concatenate([heads[r], first, rest]))
+                rest = rests_nll[row, : len(t) - 1]
+                versions.append(np.concatenate([heads[r], firsts[row : row + 1], rest]))
                 row += 1
             out.append(versions)
         return out
@@ -383,6 +385,18 @@ def _common_prefix(*seqs: Sequence[int]) -> int:
         if any(t != column[0] for t in column[1:]):
             return k
     return min(map(len, seqs))
+
+
+def _next_nll(logits: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
+    """(B, W - 1) float64 numpy: the NLL of `ids[:, j + 1]` under `logits[:, j]` as `_nll`
+    computes it, row by row on the device (one row's float32 log-probabilities at a time) and
+    copied to the host once: on a GPU a copy per sequence made scoring wait on every one."""
+    B, W = ids.shape
+    out = torch.empty((B, max(W - 1, 0)), dtype=torch.float32, device=logits.device)
+    for r in range(B):
+        logp = torch.log_softmax(logits[r, : W - 1].float(), dim=-1)
+        out[r] = -logp.gather(-1, ids[r, 1:, None]).squeeze(-1)
+    return out.double().cpu().numpy()
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
