@@ -40,7 +40,9 @@ With `--gpu` (bench/gpu.sh runs it on a GPU machine): gpt2-small (124M, context 
 50,257-token vocabulary) as `expertlm train` builds it, `train_step` in bf16 autocast with
 `torch.compile` and SDPA attention (flash attention where the GPU has it), 16 x 1024-token micro
 batches; tokens/s after warm-up (compilation excluded), MFU against the GPU's bf16 matmul peak
-measured in the same run (8192^3 products). Target there: MFU >= 40%.
+measured in the same run (8192^3 products); beside it, the same step with the head unfused and
+nanoGPT's model and loop compiled (the reference), then the compiled step's CUDA kernels by time.
+Target there: MFU >= 40%.
 
 Run: python bench/train_throughput.py     (prints one table, then the PASS/FAIL line)
 """
