@@ -135,10 +135,14 @@ class LinearCrossEntropy(torch.autograd.Function):
                     torch.mm(h, w.T, out=lg)
                 else:
                     lg.copy_(h @ w.T)
-                lse = torch.logsumexp(lg, -1)
-                total += lse.sum() - lg.gather(1, t).sum()
+                # in place, four passes over the chunk: x - max, exp, sum, softmax / n (a
+                # logsumexp and a separate exp would allocate and read it twice more)
+                lg.sub_(lg.amax(-1, keepdim=True))
+                picked = lg.gather(1, t)  # x_t - max
+                z = lg.exp_().sum(-1, keepdim=True)  # sum of exp(x - max)
+                total += (z.log() - picked).sum()  # log-sum-exp - x_t
                 if need_h or need_w:  # d(mean loss)/d logits = (softmax - one-hot) / n
-                    lg.sub_((lse + math.log(n))[:, None]).exp_()
+                    lg.mul_((z * n).reciprocal_())
                     lg.scatter_add_(1, t, lg.new_full(t.shape, -1.0 / n))
                     g = lg.to(dtype)  # lg itself in fp32
                     if need_h:
