@@ -337,6 +337,30 @@ def test_causal_lm_trains_a_gpt2_with_the_fused_head_to_the_losses_of_its_logits
         assert metrics["grad_norm"] == pytest.approx(ref_metrics["grad_norm"], rel=1e-4)
 
 
+def test_compile_trains_the_model_with_its_head_and_loss_compiled_to_the_same_losses():
+    from expertlm.train import adamw, train_step
+
+    tokens = np.random.default_rng(0).integers(0, 97, 4000).astype(np.uint16)
+    cfg = TrainConfig(lr=3e-3, micro_batch=4)
+    runs = {}
+    for compiled in (False, True):
+        model = random_gpt2(97, n_positions=32).train()
+        for m in model.modules():  # no dropout: compiled code draws its own random numbers
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        w = Windows(tokens, 32, seed=0)
+        objective = CausalLM(w, w, 4, head=fused_head(model), compile=compiled)
+        # compiled: the head is not fused (the compiler fuses the softmax with the loss) and
+        # the caller keeps the model uncompiled, as `train --compile` does
+        assert objective.compiles_forward is compiled and (objective.head is None) is compiled
+        optimizer = adamw(model, cfg, cfg.lr)
+        runs[compiled] = [train_step(model, model, optimizer, [w.batch(2 * s, 2)], objective, cfg,
+                                     torch.device("cpu")) for s in range(3)]  # fmt: skip
+    for (loss, metrics), (ref_loss, ref_metrics) in zip(runs[True], runs[False], strict=True):
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        assert metrics["grad_norm"] == pytest.approx(ref_metrics["grad_norm"], rel=1e-4)
+
+
 def test_only_a_gpt2s_plain_linear_head_is_fused():
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -488,7 +488,7 @@ class TrainConfig(ModelConfig):
     bf16 in hardware (a GPU from Ampere on; a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; run.json
     records which."""
     compile: bool = False
-    """torch.compile the model."""
+    """torch.compile the model (in bf16, with a GPT-2's head and loss in the same graph)."""
     fsdp: bool = False
     """Shard parameters, gradients and optimizer state over processes (FSDP2) instead of DDP."""
     val_every_steps: int = Field(100, ge=1)
