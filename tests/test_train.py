@@ -318,45 +318,32 @@ def test_the_fused_head_and_loss_equal_the_logits_and_cross_entropy(bf16, frozen
         assert (a - b).abs().max() <= tol * b.abs().max()
 
 
-def test_causal_lm_trains_a_gpt2_with_the_fused_head_to_the_losses_of_its_logits():
+@pytest.mark.parametrize("variant", ["fused", "compiled"])
+def test_causal_lm_trains_a_gpt2_fused_or_compiled_to_the_losses_of_its_logits(variant):
+    """The head fused with the loss, or (--compile in bf16) the model, a plain head and the loss
+    compiled as one graph, train to the losses of the plain logits and cross-entropy."""
     from expertlm.train import adamw, train_step
 
     tokens = np.random.default_rng(0).integers(0, 97, 4000).astype(np.uint16)
     cfg = TrainConfig(lr=3e-3, micro_batch=4)
     runs = {}
-    for fused in (False, True):
-        model = random_gpt2(97, n_positions=32).train()
-        assert fused_head(model) is model.lm_head and fused_head(model, fsdp=True) is None
-        w = Windows(tokens, 32, seed=0)
-        objective = CausalLM(w, w, 4, head=fused_head(model) if fused else None)
-        optimizer = adamw(model, cfg, cfg.lr)
-        runs[fused] = [train_step(model, model, optimizer, [w.batch(2 * s, 2), w.batch(2 * s + 2, 2)],
-                                  objective, cfg, torch.device("cpu")) for s in range(5)]  # fmt: skip
-    for (loss, metrics), (ref_loss, ref_metrics) in zip(runs[True], runs[False], strict=True):
-        assert loss == pytest.approx(ref_loss, rel=1e-5)
-        assert metrics["grad_norm"] == pytest.approx(ref_metrics["grad_norm"], rel=1e-4)
-
-
-def test_compile_trains_the_model_with_its_head_and_loss_compiled_to_the_same_losses():
-    from expertlm.train import adamw, train_step
-
-    tokens = np.random.default_rng(0).integers(0, 97, 4000).astype(np.uint16)
-    cfg = TrainConfig(lr=3e-3, micro_batch=4)
-    runs = {}
-    for compiled in (False, True):
+    for name in ("plain", variant):
         model = random_gpt2(97, n_positions=32).train()
         for m in model.modules():  # no dropout: compiled code draws its own random numbers
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
+        assert fused_head(model) is model.lm_head and fused_head(model, fsdp=True) is None
         w = Windows(tokens, 32, seed=0)
-        objective = CausalLM(w, w, 4, head=fused_head(model), compile=compiled)
-        # compiled: the head is not fused (the compiler fuses the softmax with the loss) and
-        # the caller keeps the model uncompiled, as `train --compile` does
-        assert objective.compiles_forward is compiled and (objective.head is None) is compiled
+        head = None if name == "plain" else fused_head(model)
+        objective = CausalLM(w, w, 4, head=head, compile=name == "compiled")
+        # compiled: no fused head (the compiler fuses the softmax with the loss), and the caller
+        # keeps the model uncompiled, as `train --compile` does
+        assert objective.compiles_forward is (name == "compiled")
+        assert (objective.head is None) is (name != "fused")
         optimizer = adamw(model, cfg, cfg.lr)
-        runs[compiled] = [train_step(model, model, optimizer, [w.batch(2 * s, 2)], objective, cfg,
-                                     torch.device("cpu")) for s in range(3)]  # fmt: skip
-    for (loss, metrics), (ref_loss, ref_metrics) in zip(runs[True], runs[False], strict=True):
+        runs[name] = [train_step(model, model, optimizer, [w.batch(2 * s, 2), w.batch(2 * s + 2, 2)],
+                                 objective, cfg, torch.device("cpu")) for s in range(4)]  # fmt: skip
+    for (loss, metrics), (ref_loss, ref_metrics) in zip(runs[variant], runs["plain"], strict=True):
         assert loss == pytest.approx(ref_loss, rel=1e-5)
         assert metrics["grad_norm"] == pytest.approx(ref_metrics["grad_norm"], rel=1e-4)
 
