@@ -219,12 +219,13 @@ def build_nanogpt() -> NanoGPT:
 
 
 def nanogpt_steps(model: NanoGPT, data: np.ndarray, batch: int, context: int, lr: float,
-                  bf16: bool):  # fmt: skip
+                  bf16: bool, device: str = "cpu"):  # fmt: skip
     """nanoGPT's train.py loop, faithfully, one step per `next()`: `configure_optimizers` (AdamW,
     weight decay 0.1 on the 2-D parameters, betas (0.9, 0.95), fused), `get_batch` (x and the
     pre-shifted targets y at random offsets: here the offsets of `batch_offsets`, the same for
     every loop), the loss under `torch.amp.autocast` for bf16, `backward`, clip at 1.0, `step`,
-    `zero_grad(set_to_none=True)`; yields (seconds, loss) of each step."""
+    `zero_grad(set_to_none=True)`; yields (seconds, loss) of each step. `model` may be compiled
+    (nanoGPT's `compile = True`)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -234,9 +235,9 @@ def nanogpt_steps(model: NanoGPT, data: np.ndarray, batch: int, context: int, lr
     for step in itertools.count():
         t0 = time.perf_counter()
         ix = batch_offsets(step, batch, context, len(data))
-        x = torch.stack([tokens[i : i + context] for i in ix])
-        y = torch.stack([tokens[i + 1 : i + 1 + context] for i in ix])
-        with torch.amp.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x = torch.stack([tokens[i : i + context] for i in ix]).to(device)
+        y = torch.stack([tokens[i + 1 : i + 1 + context] for i in ix]).to(device)
+        with torch.amp.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -254,18 +255,23 @@ def batch_offsets(step: int, batch: int, context: int, n: int) -> list[int]:
 
 
 def ours_steps(model, data: np.ndarray, batch: int, context: int, lr: float, bf16: bool,
-               offsets=None):  # fmt: skip
+               offsets=None, device: str = "cpu", compile: str | None = None):  # fmt: skip
     """`expertlm train`'s step (`train.train_step` with the `CausalLM` objective as `train` builds
     it, the GPT-2 head fused with the loss, and `train.adamw`: weight decay 0.1 on matrices;
     clipping at 1.0; in bf16 the attention in fp32, as `train` runs it on a CPU) on the same windows of context + 1 tokens as the loop it is compared with:
     by default the reference's chunks in order (step s: `batch` windows from
     tokens[s*batch*context] on), or those starting at `offsets(step, ...)` (nanoGPT's random
-    batches), not a run's shuffled order; yields (seconds, loss) of each step."""
+    batches), not a run's shuffled order; yields (seconds, loss) of each step. `compile`: "model"
+    (the model compiled, the fused head outside) or "loss" (the model, a plain head and the loss
+    as one graph: `train --compile` in bf16)."""
     cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
-    if bf16:  # as `train` does on a CPU: the attention in fp32 (models.fp32_attention)
+    dev = torch.device(device)
+    if bf16 and dev.type == "cpu":  # as `train` does on a CPU: the attention in fp32 (models.fp32_attention)
         fp32_attention(model)
     windows = Windows(data, context, seed=0)
-    objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model))  # nothing validates
+    objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model),
+                         compile=compile == "loss")  # nothing validates  # fmt: skip
+    fwd = torch.compile(model) if compile == "model" else model
     optimizer = adamw(model, cfg, lr)
     model.train()
     for step in itertools.count():
@@ -275,7 +281,7 @@ def ours_steps(model, data: np.ndarray, batch: int, context: int, lr: float, bf1
         else:
             starts = offsets(step, batch, context, len(data))
         xy = torch.stack([torch.from_numpy(data[o : o + context + 1]) for o in starts])  # (B, T + 1)
-        loss, _ = train_step(model, model, optimizer, [xy], objective, cfg, torch.device("cpu"))
+        loss, _ = train_step(model, fwd, optimizer, [xy], objective, cfg, dev)
         yield time.perf_counter() - t0, loss
 
 
@@ -450,50 +456,25 @@ def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "
     peak = 10 * 2 * mm**3 / (time.perf_counter() - t0)
     del a
     vocab = 50_257
-    data = zipf_tokens(steps * batch * context + context + 1)
+    data = zipf_tokens((steps + 3) * batch * context + context + 1)
     data = np.minimum(data * 3, vocab - 1)  # spread over GPT-2's vocabulary
-    cfg = TrainConfig(lr=LR, bf16=True, micro_batch=batch, compile=True)
 
-    def ours_gpu(fused: bool, compiled: bool, loss_compiled: bool = False):
+    def ours_gpu(compile: str | None):  # both loops on nanoGPT's random batches
         model = build_expertlm(gpt2_config(preset, vocab, vocab - 1), seed=0).to(dev)
-        windows = Windows(data, context, seed=0)
-        objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model) if fused else None,
-                             compile=loss_compiled)  # fmt: skip
-        optimizer = adamw(model, cfg, LR)
-        f = torch.compile(model) if compiled and not loss_compiled else model
-        return model, lambda step: train_step(model, f, optimizer, [windows.batch(step * batch, batch)],
-                                               objective, cfg, dev)[0]  # fmt: skip
+        run = ours_steps(model, data, batch, context, LR, True, batch_offsets, device, compile)
+        return model, lambda step: next(run)[1]
 
     def nano_gpu():
         p = PRESETS[preset]
         torch.manual_seed(0)
         model = NanoGPT(vocab, context, p["n_layer"], p["n_head"], p["n_embd"], dropout=0.0).to(dev)
-        decay = [q for q in model.parameters() if q.dim() >= 2]
-        no_decay = [q for q in model.parameters() if q.dim() < 2]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                       {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=LR, betas=(0.9, 0.95), fused=True)  # fmt: skip
-        f, tokens = torch.compile(model), torch.from_numpy(data.astype(np.int64))
-
-        def step(i: int) -> float:  # nanoGPT's train.py step on ours' windows
-            ix = range(i * batch * context, (i + 1) * batch * context, context)
-            x = torch.stack([tokens[j : j + context] for j in ix]).to(dev, non_blocking=True)
-            y = torch.stack([tokens[j + 1 : j + 1 + context] for j in ix]).to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
-                loss = f(x, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss.item()
-
-        return model, step
+        run = nanogpt_steps(torch.compile(model), data, batch, context, LR, True, device)
+        return model, lambda step: next(run)[1]
 
     rates, losses, fpt, profiled = {}, {}, None, None
     # "ours compiled": as `train --compile --bf16` runs a GPT-2 (the loss compiled with the model)
-    runs = (("ours eager", lambda: ours_gpu(True, False)),
-            ("ours compiled", lambda: ours_gpu(True, True, loss_compiled=True)),
-            ("ours compiled model, fused head", lambda: ours_gpu(True, True)),
+    runs = (("ours eager", lambda: ours_gpu(None)), ("ours compiled", lambda: ours_gpu("loss")),
+            ("ours compiled model, fused head", lambda: ours_gpu("model")),
             ("nanoGPT compiled", nano_gpu))  # fmt: skip
     for name, make in runs:
         model = step = None
@@ -519,7 +500,7 @@ def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "
     for k in rates:
         print(f"  {k:32s} {rates[k]:>10,.0f} tokens/s  MFU {rates[k] * fpt / peak:6.1%}  last loss {losses[k]:.3f}")
     try:
-        step = profiled or ours_gpu(True, True, loss_compiled=True)[1]
+        step = profiled or ours_gpu("loss")[1]
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         with profile(activities=acts) as prof:
             for i in range(steps, steps + 3):

@@ -42,6 +42,9 @@ class Objective(ABC):
 
     examples: int
     """Training examples in one epoch (what --epochs counts)."""
+    compiles_forward: bool = False
+    """Whether `loss` compiles the model with itself (`train --compile` then passes the model
+    uncompiled)."""
 
     @abstractmethod
     def batch(self, position: int, size: int) -> Batch:
@@ -206,25 +209,23 @@ class CausalLM(Objective):
         self.train, self.val, self.val_windows = train, val, val_windows
         self.examples = train.count
         self.head = None if compile else head
-        # --compile: the forward, the head and the loss in one compiled graph (as nanoGPT
+        # compile: the forward, the head and the loss in one compiled graph (as nanoGPT
         # compiles its model with its loss), so the compiler fuses the logits' softmax with
-        # the cross-entropy; the caller passes the model uncompiled (`compiles_forward`)
+        # the cross-entropy
         self.compiles_forward = compile
-        self._compiled = torch.compile(_logits_loss) if compile else None
+        self._loss = torch.compile(_logits_loss) if compile else _logits_loss
 
     def batch(self, position: int, size: int) -> torch.Tensor:
         return self.train.batch(position, size)  # (B, T + 1)
 
     def loss(self, forward, xy: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if self._compiled is not None:
-            return self._compiled(forward, xy), {}
+        if self.head is None:
+            return self._loss(forward, xy), {}
+        out = forward(input_ids=xy[:, :-1], output_hidden_states=True,
+                      logits_to_keep=_NO_LOGITS.to(xy.device))  # fmt: skip
+        hidden = out.hidden_states[-1]  # (B, T, d), after the final LayerNorm
         targets = xy[:, 1:].reshape(-1)
-        if self.head is not None:
-            out = forward(input_ids=xy[:, :-1], output_hidden_states=True,
-                          logits_to_keep=_NO_LOGITS.to(xy.device))  # fmt: skip
-            hidden = out.hidden_states[-1]  # (B, T, d), after the final LayerNorm
-            return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), self.head.weight, targets), {}
-        return _logits_loss(forward, xy), {}
+        return linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), self.head.weight, targets), {}
 
     def tokens(self, position: int) -> int:
         return position * self.train.context

@@ -403,7 +403,7 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
     arch = type(model).__name__
     ddp = dist.wrap(model, d, fsdp=cfg.fsdp)  # before the optimizer: FSDP replaces parameters
     # --compile: the model, or (CausalLM) the model with its head and loss, compiled
-    fwd = torch.compile(ddp) if cfg.compile and not getattr(objective, "compiles_forward", False) else ddp
+    fwd = torch.compile(ddp) if cfg.compile and not objective.compiles_forward else ddp
     optimizer = adamw(model, cfg, lr)
     counts = parameter_counts(model)
     run_info = {

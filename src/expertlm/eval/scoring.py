@@ -394,17 +394,21 @@ def _next_nll(logits: torch.Tensor, ids: torch.Tensor) -> np.ndarray:
     B, W = ids.shape
     out = torch.empty((B, max(W - 1, 0)), dtype=torch.float32, device=logits.device)
     for r in range(B):
-        logp = torch.log_softmax(logits[r, : W - 1].float(), dim=-1)
-        out[r] = -logp.gather(-1, ids[r, 1:, None]).squeeze(-1)
+        out[r] = _nll_on_device(logits[r, : W - 1], ids[r, 1:])
     return out.double().cpu().numpy()
 
 
+def _nll_on_device(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[target] in float32, per position, where the logits are."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -logp.gather(-1, targets.view(-1, 1)).squeeze(-1)
+
+
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """-log softmax(logits)[target] in float32, per position, as float64 numpy."""
+    """`_nll_on_device` as float64 numpy."""
     if logits.shape[0] == 0:
         return np.zeros(0)
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return (-logp.gather(-1, targets.view(-1, 1)).squeeze(-1)).double().cpu().numpy()
+    return _nll_on_device(logits, targets).double().cpu().numpy()
 
 
 def reduce_nll(nll: np.ndarray, first: int = 0, reduction: str = "mean") -> float:
