@@ -87,3 +87,17 @@ def test_tokenizer_reports_every_problem():
     assert len(lines) == 3
     for key in ("vocab_size", "min_frequency", "max_docs"):
         assert sum(names(line, key) for line in lines) == 1
+
+
+def test_bf16_takes_a_bool_or_auto_and_a_bad_value_is_one_line_naming_the_key():
+    from pydantic import ValidationError
+
+    from expertlm.config import TrainConfig, format_validation_error
+
+    for given, expected in ((True, True), ("no", False), ("auto", "auto"), (0, False)):
+        assert TrainConfig(bf16=given).bf16 == expected
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(bf16="maybe")
+    assert format_validation_error(err.value, "demo.yaml") == (
+        "demo.yaml: key 'bf16': expected true, false or auto, not 'maybe'"
+    )

@@ -489,6 +489,20 @@ class TrainConfig(ModelConfig):
     records which."""
     compile: bool = False
     """torch.compile the model (in bf16, with a GPT-2's head and loss in the same graph)."""
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _bf16_words(cls, v: Any) -> Any:
+        """One message for a bad value (not one per member of the union)."""
+        words = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+        if isinstance(v, bool) or v == "auto":
+            return v
+        if isinstance(v, str) and v.lower() in words:
+            return words[v.lower()]
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise ValueError(f"expected true, false or auto, not {v!r}")
     fsdp: bool = False
     """Shard parameters, gradients and optimizer state over processes (FSDP2) instead of DDP."""
     val_every_steps: int = Field(100, ge=1)
