@@ -3,8 +3,10 @@
 The demo's synthetic field (`configs/demo.yaml`: the domain world, seed 0 unless --seed) is built
 into a corpus, the demo's tokenizer is trained on it (or on the general field with --tokenizer
 general), and the demo's small model (GPT-2, 4 layers, width 128) is trained with the demo's
-options for the domain variant (constant learning rate) for at most --max-tokens or --max-time,
-keeping a checkpoint every 128 steps (0.5M tokens). With --init general the model is first
+options for the domain variant (its learning rate decays over --max-tokens, as the demo's decays
+over its budget) for at most --max-tokens or --max-time, keeping a checkpoint every 128 steps
+(0.5M tokens). Under a decaying rate a checkpoint is a point on this run's way, not a model
+trained for that many tokens; `--train lr_min_ratio=1.0` (a constant rate) makes it one. With --init general the model is first
 trained on the general field with the demo's general-pretraining options, then continued on
 the domain with the continued variant's options. Every checkpoint and the untrained model (the
 same seed) are scored on the forward benchmark (2023 papers about target/outcome pairs never
@@ -13,6 +15,11 @@ reported) and on the seen-pairs benchmark.
 Target: the trained model beats the untrained one on the forward benchmark with a paired McNemar
 p < 0.05. Printed: a table of accuracy against tokens seen, the field's ceilings, and the line
 `synth_learnability: <accuracy> vs untrained <accuracy>, McNemar p = <p> (target p < 0.05) PASS|FAIL`.
+
+Options of the recipe can be overridden to measure other curves: `--train lr=6e-3` (any option of
+the variant's `train` block), `--model n_embd=256`, `--general-train KEY=VALUE` (with --init
+general), `--train-seed N` (the trained model's initialisation and data order), `--threads 1`
+(two runs side by side on 2 cores) and `--ckpt-tokens 1000000`.
 
 Run: python bench/synth_learnability.py        (about 10 minutes on 2 cores)
      python bench/synth_learnability.py --tokenizer general      (the general tokenizer's curve)
@@ -43,8 +50,30 @@ def main() -> int:
     ap.add_argument("--max-time", type=float, default=600, help="seconds of training at most")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: as the demo trains)")
+    ap.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one of the variant's training options (repeatable), e.g. lr=6e-3")
+    ap.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one of the model's options (repeatable), e.g. n_embd=256")
+    ap.add_argument("--general-train", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --init general: override one of the general model's training options")
+    ap.add_argument("--train-seed", type=int, default=0, help="seed of the trained model's initialisation and data order")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--ckpt-tokens", type=int, default=None,
+                    help="tokens between checkpoints (default: 128 steps, 0.5M tokens)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work" / "synth_learnability")
     args = ap.parse_args()
+    overrides = {}
+    for kind in ("train", "model", "general_train"):
+        overrides[kind] = {}
+        for item in getattr(args, kind):
+            key, sep, value = item.partition("=")
+            if not sep:
+                ap.error(f"--{kind.replace('_', '-')} {item!r}: expected KEY=VALUE")
+            overrides[kind][key] = json.loads(value) if value[:1] in "-0123456789tfn[{" else value
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("EXPERTLM_NO_PROGRESS", "1")
     import expertlm
     from expertlm.eval.evaluate import eval_compare
@@ -59,12 +88,17 @@ def main() -> int:
         ap.error("--init general continues the general model, which has the general tokenizer")
     v = variants[name]
     arch = variants["general" if args.init == "general" else name]
-    model = arch.model
+    model = {**arch.model, **overrides["model"]}
     train_opts = {k: val for k, val in v.train.items() if k not in ("max_tokens", "ckpt_every_steps")}
+    train_opts.update(overrides["train"])
     if args.bf16 is not None:
         train_opts["bf16"] = args.bf16
     step_tokens = train_opts["context"] * train_opts["micro_batch"]
-    work = args.work / f"{name}-seed{args.seed if args.seed is not None else 'demo'}"
+    ckpt_steps = max(1, args.ckpt_tokens // step_tokens) if args.ckpt_tokens else CKPT_STEPS
+    tag = "".join(f"-{k}={v}" for kind in ("train", "model") for k, v in overrides[kind].items())
+    tag += "".join(f"-general.{k}={v}" for k, v in overrides["general_train"].items())
+    tag += f"-train_seed={args.train_seed}" if args.train_seed else ""
+    work = args.work / f"{name}-seed{args.seed if args.seed is not None else 'demo'}{tag}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
@@ -88,13 +122,13 @@ def main() -> int:
     if args.init == "general":
         g = variants["general"]
         gshards = expertlm.data_prepare(tok_corpus, work / "gshards", tokenizer=tok, show_progress=False)
-        init = expertlm.train(gshards, work / "general", preset=g.preset, model=g.model, seed=0,
-                              show_progress=False, **g.train)  # fmt: skip
+        init = expertlm.train(gshards, work / "general", preset=g.preset, model={**g.model, **overrides["model"]}, seed=0,
+                              show_progress=False, **{**g.train, **overrides["general_train"]})  # fmt: skip
         untrained = init  # the comparison is against the starting point
     t0 = time.time()
-    run = expertlm.train(shards, work / "run", preset=arch.preset, model=model, seed=0,
+    run = expertlm.train(shards, work / "run", preset=arch.preset, model=model, seed=args.train_seed,
                          max_tokens=args.max_tokens, max_time_s=args.max_time,
-                         ckpt_every_steps=CKPT_STEPS, keep_last=100, show_progress=False,
+                         ckpt_every_steps=ckpt_steps, keep_last=100, show_progress=False,
                          **({"init": str(init)} if init else {}), **train_opts)  # fmt: skip
     train_s = time.time() - t0
     models = [("start" if init else "untrained", 0, untrained)]
