@@ -297,3 +297,26 @@ def test_the_first_failing_job_stops_the_others_with_its_one_line_error(tmp_path
             while pool.running:
                 pool.wait()
         assert "\n" not in str(e.value) and not pool.running
+
+
+def test_the_summary_says_which_claims_appear_and_what_the_items_could_show():
+    from expertlm.eval import stats
+    from expertlm.synth import paper
+
+    def row(claim, d, p, discordant, paper_d):
+        return {"claim": claim, "difference": d, "p": p, "verdict": paper.verdict(d, p), "n": 200,
+                "discordant": discordant, "needed": stats.mcnemar_min_difference(discordant, 200),
+                "paper_difference": paper_d}  # fmt: skip
+
+    claims = [row("A beats B", 0.06, 0.24, 100, 0.045), row("C beats D", 0.22, 2e-5, 60, 0.165),
+              row("E beats F", -0.02, 0.8, 88, 0.06)]  # fmt: skip
+    text = paper.summary("forward", 200, ("C", 0.675, 0.61, 0.74), 0.455, ("class integrator", 0.825), claims)
+    assert "Of the paper's 3 comparisons, 1 appears here at McNemar p < 0.05: C beats D (+22.0 points, p = 2e-05)" in text
+    assert "Pointing the paper's way but not significant: A beats B (+6.0 points, p = 0.24)" in text
+    assert "Not seen here: E beats F (-2.0 points, p = 0.8)" in text
+    # 100 discordant items: the most even significant split is 39/61 (22 of 200 items, 11.0 points);
+    # 88: 34/54 (2 P(X <= 34) = 0.042; 35: 0.070), 20 of 200 items, 10.0 points
+    assert ("On these 200 items, a difference between two models reaches p < 0.05 only from about "
+            "10.0-11.0 points (McNemar's exact test, given the 88-100 items on which the two disagree); "
+            "the paper's own differences for those claims are +4.5, +6.0 points.") in text  # fmt: skip
+    assert "only from about" not in paper.summary("forward", 200, None, None, None, claims[1:2])

@@ -36,6 +36,21 @@ def test_mcnemar_exact_closed_forms():
     assert stats.mcnemar_exact([1, 0], [0, 1])["p_value"] == 1.0  # capped at 1
 
 
+def test_mcnemar_min_difference_is_the_most_even_significant_split():
+    def p_of(only_a: int, only_b: int) -> float:
+        return stats.mcnemar_exact([1] * only_a + [0] * only_b, [0] * only_a + [1] * only_b)["p_value"]
+
+    # closed forms: 6 discordant items, all one way: p = 2 / 2**6 = 0.031; 5: p = 0.0625
+    assert stats.mcnemar_min_difference(6, 200) == 6 / 200
+    assert stats.mcnemar_min_difference(5, 200) is None and stats.mcnemar_min_difference(0, 200) is None
+    assert stats.mcnemar_min_difference(100, 200) == (61 - 39) / 200  # 2 P(X <= 39) = 0.035, <= 40: 0.057
+    for m in (6, 7, 17, 40, 99, 100, 151):
+        gap = round(stats.mcnemar_min_difference(m, 200) * 200)
+        k = (m - gap) // 2
+        assert p_of(k, m - k) < 0.05 <= p_of(k + 1, m - k - 1), m
+    assert stats.mcnemar_min_difference(100, 200, alpha=0.01) > stats.mcnemar_min_difference(100, 200)
+
+
 def test_paired_difference():
     a = np.array([1, 0, 1, 0] * 25)
     d = stats.paired_difference(a, a)

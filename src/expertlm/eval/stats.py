@@ -189,6 +189,16 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict:
     return {"only_a_correct": only_a, "only_b_correct": only_b, "discordant": m, "p_value": p}
 
 
+def mcnemar_min_difference(discordant: int, n: int, alpha: float = 0.05) -> float | None:
+    """The smallest accuracy difference McNemar's exact test calls significant (p < alpha) on `n`
+    paired items of which `discordant` are right for one model only: the gap between the two
+    discordant counts, over n, at the most even split that still gives p < alpha. None when no
+    split does (fewer than 6 discordant items at alpha 0.05)."""
+    k = np.arange(discordant // 2 + 1)  # the smaller discordant count
+    ok = k[2 * sps.binom.cdf(k, discordant, 0.5) < alpha] if discordant else k[:0]
+    return float((discordant - 2 * ok.max()) / n) if len(ok) else None
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0, n_boot: int = N_BOOT) -> dict:
     """Accuracy of b minus accuracy of a on the same items, with a paired percentile bootstrap
     CI (items resampled, both models' outcomes kept together)."""

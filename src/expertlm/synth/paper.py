@@ -52,8 +52,11 @@ def summary(benchmark: str, n: int, best: tuple[str, float, float, float] | None
             untrained: float | None, ceiling: tuple[str, float] | None,
             claims: list[dict]) -> str:  # fmt: skip
     """One paragraph in plain language: the best variant against chance, the untrained model and
-    the ceiling, then which of the paper's claims appear. `best` is (label, accuracy, CI low,
-    CI high); `claims` are rows with `claim`, `verdict`, `difference`, `p`."""
+    the ceiling, then which of the paper's claims appear, and for those that do not, the
+    smallest difference these items could have shown beside the paper's own difference. `best` is
+    (label, accuracy, CI low, CI high); `claims` are rows with `claim`, `verdict`, `difference`,
+    `p`, and optionally `n`, `discordant`, `needed` (`stats.mcnemar_min_difference`) and
+    `paper_difference`."""
     parts = []
     if best is not None:
         label, acc, lo, hi = best
@@ -83,4 +86,19 @@ def summary(benchmark: str, n: int, best: tuple[str, float, float, float] | None
         if by.get("not shown"):
             s += f". Not seen here: {said(by['not shown'])}"
         parts.append(s + ".")
+        weak = [c for c in claims if c["verdict"] != "shown" and c.get("needed") is not None]
+        if weak:
+            def span(values, fmt):
+                lo, hi = fmt(min(values)), fmt(max(values))
+                return lo if lo == hi else f"{lo}-{hi}"
+
+            s = (f"On these {weak[0]['n']} items, a difference between two models reaches p < {ALPHA} "
+                 f"only from about {span([c['needed'] for c in weak], lambda x: f'{100 * x:.1f}')} points "
+                 f"(McNemar's exact test, given the {span([c['discordant'] for c in weak], str)} items on "
+                 "which the two disagree)")  # fmt: skip
+            if all(c.get("paper_difference") is not None for c in weak):
+                s += ("; the paper's own differences for " + ("that claim are " if len(weak) == 1 else
+                      "those claims are ") + ", ".join(f"{100 * c['paper_difference']:+.1f}" for c in weak)
+                      + " points")  # fmt: skip
+            parts.append(s + ".")
     return " ".join(parts)
