@@ -69,7 +69,16 @@ def main() -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 ap.error(f"--{kind.replace('_', '-')} {item!r}: expected KEY=VALUE")
-            overrides[kind][key] = json.loads(value) if value[:1] in "-0123456789tfn[{" else value
+            try:  # numbers, true/false/null, lists as JSON; anything else a string
+                overrides[kind][key] = json.loads(value)
+            except ValueError:
+                overrides[kind][key] = value
+    if overrides["general_train"] and args.init != "general":
+        ap.error("--general-train needs --init general (the general model is trained only then)")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads {args.threads}: expected at least 1")
+    if args.ckpt_tokens is not None and args.ckpt_tokens < 1:
+        ap.error(f"--ckpt-tokens {args.ckpt_tokens}: expected at least 1")
     if args.threads:
         import torch
 

@@ -300,13 +300,11 @@ def test_the_first_failing_job_stops_the_others_with_its_one_line_error(tmp_path
 
 
 def test_the_summary_says_which_claims_appear_and_what_the_items_could_show():
-    from expertlm.eval import stats
     from expertlm.synth import paper
 
     def row(claim, d, p, discordant, paper_d):
         return {"claim": claim, "difference": d, "p": p, "verdict": paper.verdict(d, p), "n": 200,
-                "discordant": discordant, "needed": stats.mcnemar_min_difference(discordant, 200),
-                "paper_difference": paper_d}  # fmt: skip
+                "discordant": discordant, "paper_difference": paper_d}  # fmt: skip
 
     claims = [row("A beats B", 0.06, 0.24, 100, 0.045), row("C beats D", 0.22, 2e-5, 60, 0.165),
               row("E beats F", -0.02, 0.8, 88, 0.06)]  # fmt: skip

@@ -185,8 +185,14 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict:
     only_a = int((a & ~b).sum())
     only_b = int((~a & b).sum())
     m = only_a + only_b
-    p = 1.0 if m == 0 else float(min(1.0, 2 * sps.binom.cdf(min(only_a, only_b), m, 0.5)))
+    p = float(_mcnemar_p(min(only_a, only_b), m))
     return {"only_a_correct": only_a, "only_b_correct": only_b, "discordant": m, "p_value": p}
+
+
+def _mcnemar_p(smaller, discordant: int):
+    """McNemar's exact two-sided p when the smaller of the two discordant counts is `smaller`
+    (a number or an array of them); 1 when nothing is discordant."""
+    return np.minimum(1.0, 2 * sps.binom.cdf(smaller, discordant, 0.5))
 
 
 def mcnemar_min_difference(discordant: int, n: int, alpha: float = 0.05) -> float | None:
@@ -195,7 +201,7 @@ def mcnemar_min_difference(discordant: int, n: int, alpha: float = 0.05) -> floa
     discordant counts, over n, at the most even split that still gives p < alpha. None when no
     split does (fewer than 6 discordant items at alpha 0.05)."""
     k = np.arange(discordant // 2 + 1)  # the smaller discordant count
-    ok = k[2 * sps.binom.cdf(k, discordant, 0.5) < alpha] if discordant else k[:0]
+    ok = k[_mcnemar_p(k, discordant) < alpha]
     return float((discordant - 2 * ok.max()) / n) if len(ok) else None
 
 

@@ -28,7 +28,6 @@ import numpy as np
 from expertlm.config import ReportConfig
 from expertlm.console import info
 from expertlm.errors import ExpertlmError
-from expertlm.eval import stats
 from expertlm.eval.exams import REPORT_HEADERS, report_rows
 from expertlm.experiment import compute
 from expertlm.experiment.report_adaptation import panel
@@ -296,11 +295,10 @@ def _claims(exp, data, nums: Numbers) -> list[dict]:
             d = nums.take("claims", src, "b_minus_a.difference", r["b_minus_a"]["difference"], **lab)
             p = nums.take("claims", src, "mcnemar.p_value", r["mcnemar"]["p_value"], **lab)
             lo95, hi95 = r["b_minus_a"]["ci95"]
-            needed = stats.mcnemar_min_difference(r["mcnemar"]["discordant"], r["n"], paper.ALPHA)
             rows.append({"claim": claim, "better": hi["spec"]["label"], "worse": lo["spec"]["label"], "seed": seed,
                          "benchmark": b, "difference": d, "ci": f"{lo95:+.3f} to {hi95:+.3f}", "p": p,
                          "verdict": paper.verdict(d, p), "n": r["n"], "discordant": r["mcnemar"]["discordant"],
-                         "needed": needed, "paper_difference": paper.PAPER[better][1] - paper.PAPER[worse][1]})  # fmt: skip
+                         "paper_difference": paper.PAPER[better][1] - paper.PAPER[worse][1]})  # fmt: skip
     ceiling = _best_integrator(exp, b)
     if rows and ceiling is not None:
         accs = [(v["spec"]["label"], s["results"][b][1]) for v in data.values() for s in v["seeds"].values()

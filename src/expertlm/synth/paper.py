@@ -11,6 +11,8 @@ a paired bootstrap CI of the difference, `eval compare`), and writes a plain-lan
 
 from __future__ import annotations
 
+from expertlm.eval import stats
+
 REFERENCE = "Luo, Sun & Love (2024), Figure 1 (BrainBench)"
 HUMAN_EXPERTS = 0.634
 # role: (the paper's variant, its accuracy)
@@ -55,8 +57,8 @@ def summary(benchmark: str, n: int, best: tuple[str, float, float, float] | None
     the ceiling, then which of the paper's claims appear, and for those that do not, the
     smallest difference these items could have shown beside the paper's own difference. `best` is
     (label, accuracy, CI low, CI high); `claims` are rows with `claim`, `verdict`, `difference`,
-    `p`, and optionally `n`, `discordant`, `needed` (`stats.mcnemar_min_difference`) and
-    `paper_difference`."""
+    `p`, and optionally `n` and `discordant` (items, and items on which the two models disagree)
+    and `paper_difference`."""
     parts = []
     if best is not None:
         label, acc, lo, hi = best
@@ -86,7 +88,9 @@ def summary(benchmark: str, n: int, best: tuple[str, float, float, float] | None
         if by.get("not shown"):
             s += f". Not seen here: {said(by['not shown'])}"
         parts.append(s + ".")
-        weak = [c for c in claims if c["verdict"] != "shown" and c.get("needed") is not None]
+        weak = [{**c, "needed": stats.mcnemar_min_difference(c["discordant"], c["n"], ALPHA)}
+                for c in claims if c["verdict"] != "shown" and c.get("discordant") is not None]  # fmt: skip
+        weak = [c for c in weak if c["needed"] is not None]
         if weak:
             def span(values, fmt):
                 lo, hi = fmt(min(values)), fmt(max(values))
