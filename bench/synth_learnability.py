@@ -41,6 +41,19 @@ DEMO = ROOT / "src" / "expertlm" / "configs" / "demo.yaml"
 CKPT_STEPS = 128
 
 
+def key_value(item: str) -> tuple[str, object]:
+    """KEY=VALUE as the CLI's --model/--train options parse it (`cli.KeyValue`: JSON where it
+    parses, else a string)."""
+    import click
+
+    from expertlm.cli import KeyValue
+
+    try:
+        return KeyValue().convert(item, None, None)
+    except click.BadParameter as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=None, help="world seed (default: the demo's)")
@@ -50,11 +63,11 @@ def main() -> int:
     ap.add_argument("--max-time", type=float, default=600, help="seconds of training at most")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: as the demo trains)")
-    ap.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--train", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="override one of the variant's training options (repeatable), e.g. lr=6e-3")
-    ap.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--model", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="override one of the model's options (repeatable), e.g. n_embd=256")
-    ap.add_argument("--general-train", action="append", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--general-train", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                     help="with --init general: override one of the general model's training options")
     ap.add_argument("--train-seed", type=int, default=0, help="seed of the trained model's initialisation and data order")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -62,17 +75,7 @@ def main() -> int:
                     help="tokens between checkpoints (default: 128 steps, 0.5M tokens)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work" / "synth_learnability")
     args = ap.parse_args()
-    overrides = {}
-    for kind in ("train", "model", "general_train"):
-        overrides[kind] = {}
-        for item in getattr(args, kind):
-            key, sep, value = item.partition("=")
-            if not sep:
-                ap.error(f"--{kind.replace('_', '-')} {item!r}: expected KEY=VALUE")
-            try:  # numbers, true/false/null, lists as JSON; anything else a string
-                overrides[kind][key] = json.loads(value)
-            except ValueError:
-                overrides[kind][key] = value
+    overrides = {kind: dict(getattr(args, kind)) for kind in ("train", "model", "general_train")}
     if overrides["general_train"] and args.init != "general":
         ap.error("--general-train needs --init general (the general model is trained only then)")
     if args.threads is not None and args.threads < 1:
