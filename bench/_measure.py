@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import psutil
-
 
 def measure(cmd: list[str], env: dict | None = None, interval_s: float = 0.1) -> dict:
     """Run `cmd`, sampling its process tree every `interval_s`: wall seconds; CPU seconds of the
@@ -24,6 +22,8 @@ def measure(cmd: list[str], env: dict | None = None, interval_s: float = 0.1) ->
     12% and a one-process run not at all; every 0.1 s it takes ~2.5% (0.52 CPU s in an 18.9 s
     build). A peak shorter than the interval can be missed, which the stages measured here
     (memory that plateaus) do not have."""
+    import psutil  # (here: the GPU benchmarks import this module where psutil may be missing)
+
     t0 = time.perf_counter()
     own0 = time.process_time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -64,3 +64,13 @@ def load() -> str:
     """`uptime`'s load averages, for the record beside every figure."""
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def device_seconds(prof) -> float:
+    """Seconds of device (CUDA) kernels and copies in a `torch.profiler` trace; NaN when it
+    recorded none (a CPU run). Far less than the wall time: the GPU waited on the host."""
+    import torch
+
+    cuda = torch.autograd.DeviceType.CUDA
+    spans = [e.device_time_total for e in prof.events() if e.device_type == cuda]
+    return sum(spans) / 1e6 if spans else float("nan")

@@ -47,6 +47,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import device_seconds  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "_work" / "eval_throughput"
 # EXPERTLM_SHARED_DATA: where ../shared/data is not beside the checkout (bench/gpu.sh on a GPU machine)
@@ -217,8 +220,7 @@ def main(gpu: bool = False, device: str = "cuda", n_items: int = N_ITEMS) -> int
                     torch.cuda.synchronize()
             wall = time.perf_counter() - t0
             events = prof.key_averages()
-            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-            busy = sum(e.device_time_total for e in kernels) / 1e6 if device == "cuda" else float("nan")
+            busy = device_seconds(prof)
             print(f"ours profiled: {wall:.2f} s wall, {busy:.2f} s of device kernels")
             print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
         except Exception as e:

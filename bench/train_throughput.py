@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +67,9 @@ from expertlm.config import TrainConfig
 from expertlm.models import flops_per_token, fp32_attention
 from expertlm.objectives import CausalLM, Windows, fused_head
 from expertlm.train import adamw, train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import device_seconds  # noqa: E402
 
 VOCAB = 16_000
 CONTEXT = 256
@@ -510,9 +515,7 @@ def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "
             sync()
         wall = time.perf_counter() - t0
         key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-        # kernel time well below the wall time: the GPU waits on the host (launches, syncs)
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        busy = sum(e.device_time_total for e in kernels) / 1e6 if dev.type == "cuda" else float("nan")
+        busy = device_seconds(prof)  # well below the wall time: the GPU waits on the host
         print(f"ours compiled, 3 steps profiled: {wall:.3f} s wall, {busy:.3f} s of device kernels")
         print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
     except Exception as e:
@@ -525,6 +528,4 @@ def gpu_main(steps: int = 40, warmup: int = 10, batch: int = 16, device: str = "
 
 
 if __name__ == "__main__":
-    import sys
-
     gpu_main() if "--gpu" in sys.argv[1:] else main()
