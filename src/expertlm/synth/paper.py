@@ -88,21 +88,36 @@ def summary(benchmark: str, n: int, best: tuple[str, float, float, float] | None
         if by.get("not shown"):
             s += f". Not seen here: {said(by['not shown'])}"
         parts.append(s + ".")
-        weak = [{**c, "needed": stats.mcnemar_min_difference(c["discordant"], c["n"], ALPHA)}
-                for c in claims if c["verdict"] != "shown" and c.get("discordant") is not None]  # fmt: skip
-        weak = [c for c in weak if c["needed"] is not None]
-        if weak:
-            def span(values, fmt):
-                lo, hi = fmt(min(values)), fmt(max(values))
-                return lo if lo == hi else f"{lo}-{hi}"
-
-            s = (f"On these {weak[0]['n']} items, a difference between two models reaches p < {ALPHA} "
-                 f"only from about {span([c['needed'] for c in weak], lambda x: f'{100 * x:.1f}')} points "
-                 f"(McNemar's exact test, given the {span([c['discordant'] for c in weak], str)} items on "
-                 "which the two disagree)")  # fmt: skip
-            if all(c.get("paper_difference") is not None for c in weak):
-                s += ("; the paper's own differences for " + ("that claim are " if len(weak) == 1 else
-                      "those claims are ") + ", ".join(f"{100 * c['paper_difference']:+.1f}" for c in weak)
-                      + " points")  # fmt: skip
-            parts.append(s + ".")
+        detectable = _detectable(claims)
+        if detectable:
+            parts.append(detectable)
     return " ".join(parts)
+
+
+def _detectable(claims: list[dict]) -> str | None:
+    """For the claims that do not appear (and carry `n` and `discordant`): the smallest
+    difference McNemar's exact test could call significant on these items, beside the paper's own
+    differences; None when there is nothing to say."""
+    weak = []
+    for c in claims:
+        if c["verdict"] != "shown" and c.get("discordant") is not None:
+            needed = stats.mcnemar_min_difference(c["discordant"], c["n"], ALPHA)
+            if needed is not None:
+                weak.append((c, needed))
+    if not weak:
+        return None
+    s = (f"On these {weak[0][0]['n']} items, a difference between two models reaches p < {ALPHA} "
+         f"only from about {_span([f'{100 * x:.1f}' for _, x in weak])} points (McNemar's exact "
+         f"test, given the {_span([str(c['discordant']) for c, _ in weak])} items on which the two "
+         "disagree)")  # fmt: skip
+    if all(c.get("paper_difference") is not None for c, _ in weak):
+        own = ", ".join(f"{100 * c['paper_difference']:+.1f}" for c, _ in weak)
+        s += (f"; the paper's own difference for that claim is {own} points" if len(weak) == 1
+              else f"; the paper's own differences for those claims are {own} points")  # fmt: skip
+    return s + "."
+
+
+def _span(values: list[str]) -> str:
+    """'lo-hi' of formatted numbers (compared as numbers), or one value when they are equal."""
+    lo, hi = min(values, key=float), max(values, key=float)
+    return lo if lo == hi else f"{lo}-{hi}"
