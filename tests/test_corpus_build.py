@@ -400,3 +400,24 @@ def test_real_abstracts_max_year(tmp_path):
     assert counts["removed"]["bad_record"] == 0
     assert after > 0 and counts["kept"] > 0.9 * n
     assert all(d["year"] is None or d["year"] <= 2016 for d in iter_docs(out, "val"))
+
+
+def test_killing_a_build_with_sigkill_ends_its_workers_too(left_after_sigkill):
+    """A parent killed by `kill -9` mid-work: its workers (and the fork server) end instead of
+    blocking for good on a result nobody reads (`lifeline`)."""
+    import sys
+
+    code = """
+import time
+from expertlm.config import CorpusConfig
+from expertlm.corpus.scan import Workers
+if __name__ == "__main__":
+    with Workers(CorpusConfig(), 2) as pool:
+        [f.result() for f in [pool.submit(time.sleep, 0.5) for _ in range(2)]]  # both started
+        busy = [pool.submit(time.sleep, 600) for _ in range(2)]
+        print("ready", flush=True)
+        busy[0].result()
+"""
+    alive = left_after_sigkill([sys.executable, "-c", code])
+    assert not alive, alive
+

@@ -124,3 +124,24 @@ def test_batch_encoder_without_the_cache_uses_the_tokenizer_in_process(tok_json)
         flat.tolist()
         == flatten(plain_encode(tok, ["The Neuron", "CORTEX"]), 0, np.dtype("<u4")).tolist()
     )
+
+
+def test_killing_the_parent_with_sigkill_ends_the_encoder_workers_too(tok_json, tmp_path, left_after_sigkill):
+    import sys
+
+    (tmp_path / "tokenizer.json").write_text(tok_json, encoding="utf-8")
+    code = f"""
+import time, json
+from pathlib import Path
+from expertlm.encode import BatchEncoder
+if __name__ == "__main__":
+    tok = Path({str(tmp_path / "tokenizer.json")!r}).read_text(encoding="utf-8")
+    with BatchEncoder(tok, 0, "uint16", workers=2) as enc:
+        [f.result() for f in [enc._pool.submit(time.sleep, 0.5) for _ in range(2)]]  # both started
+        busy = [enc._pool.submit(time.sleep, 600) for _ in range(2)]
+        print("ready", flush=True)
+        busy[0].result()
+"""
+    alive = left_after_sigkill([sys.executable, "-c", code])
+    assert not alive, alive
+

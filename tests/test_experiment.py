@@ -240,16 +240,11 @@ def test_jobs_0_is_a_job_per_core_up_to_the_trainings_that_can_run_at_once(tmp_p
     assert graph.training_width(one) == 1  # (no training at all)
 
 
-def test_killing_run_with_sigkill_ends_its_jobs_too(tmp_path):
+def test_killing_run_with_sigkill_ends_its_jobs_too(tmp_path, left_after_sigkill):
     """`kill -9` of `expertlm run --jobs 2` in the middle of a training: the training's process
     (and the fork server) end within seconds instead of training on alone, and the next run
     resumes the training."""
-    import os
-    import signal
-    import subprocess
     import sys
-
-    import psutil
 
     spec = write_yaml(tmp_path / "t.yaml", minimal(variants=[
         {"name": "a", "tokenizer": "d", "preset": "gpt2-tiny", "data": "d",
@@ -257,24 +252,8 @@ def test_killing_run_with_sigkill_ends_its_jobs_too(tmp_path):
     ]))  # fmt: skip
     cmd = [sys.executable, "-m", "expertlm", "run", str(spec), "--out", str(tmp_path / "out"), "--jobs", "2",
            "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if "train a seed 0 started" in line:
-                break
-        else:
-            pytest.fail("no training started:\n" + "".join(seen))
-        jobs = psutil.Process(proc.pid).children(recursive=True)
-        assert jobs, "the training runs in a process of its own"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        _, alive = psutil.wait_procs(jobs, timeout=20)
-        assert not alive, [p.cmdline()[:3] for p in alive]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    alive = left_after_sigkill(cmd, ready="train a seed 0 started")
+    assert not alive, alive
     assert list((tmp_path / "out" / "runs" / "a").glob(".seed-0.pending.json"))
 
 

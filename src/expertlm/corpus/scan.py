@@ -41,6 +41,7 @@ from expertlm.corpus.index import BANDS, EXACT, REF_SHIFT, Spill
 from expertlm.corpus.shard import Shard
 from expertlm.corpus.sources import Reader, Source
 from expertlm.io import write_json
+from expertlm.lifeline import Lifeline, init_holding
 
 # The order in which filters run; a document is counted under the first that removes it.
 REMOVALS = (
@@ -178,10 +179,12 @@ class WorkerPool:
     dict the initializer fills, cleared on exit. Use as a context manager."""
 
     def __init__(self, count: int, initializer: Callable, initargs: tuple, state: dict) -> None:
-        self.count, self._state, self._pool = count, state, None
+        self.count, self._state, self._pool, self._lifeline = count, state, None, None
         if count > 1:
-            self._pool = ProcessPoolExecutor(count, mp_context=start_method(initializer.__module__),
-                                             initializer=initializer, initargs=initargs)  # fmt: skip
+            ctx = start_method(initializer.__module__)
+            self._lifeline = Lifeline(ctx)  # the workers end with this process, even on kill -9
+            self._pool = ProcessPoolExecutor(count, mp_context=ctx, initializer=init_holding,
+                                             initargs=(self._lifeline.end, initializer, *initargs))  # fmt: skip
         else:
             initializer(*initargs)
 
@@ -198,6 +201,7 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._lifeline.close()
         self._state.clear()
 
 

@@ -21,11 +21,7 @@ redoes only what changed. Everything lands under one folder:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import threading
 import time
 import traceback
 from collections import Counter
@@ -42,6 +38,7 @@ from expertlm.experiment.plan import Plan
 from expertlm.experiment.spec import load_experiment
 from expertlm.experiment.stages import REGISTRY, STAGE_FILE, Stage, call, finished, invoke, prepare
 from expertlm.io import check_output, provenance, write_json
+from expertlm.lifeline import Lifeline, hold
 
 
 def plan_experiment(experiment: str | Path, *, out: str | Path | None = None,
@@ -167,7 +164,7 @@ class Jobs:
     gets cores // jobs torch threads (a fixed share, so that the numbers do not depend on which
     stages happened to run together). The first failure ends the others (a stage that resumes
     continues where it was on the next run) and is raised once they are gone. A job also ends
-    when this process is gone, however it ended (`kill -9` included: `_end_with_parent`), so no
+    when this process is gone, however it ended (`kill -9` included: `lifeline`), so no
     training goes on alone after `expertlm run` is stopped."""
 
     def __init__(self, jobs: int, show_progress: bool, kinds: set[str]) -> None:
@@ -179,15 +176,13 @@ class Jobs:
         self._bars = count_progress(show_progress)
         self._bars.__enter__()
         self._failure: BaseException | None = None
-        # a pipe nobody writes to: only this process holds its writing end, so a job reading it
-        # gets end-of-file exactly when this process is gone
-        self._alive, self._alive_writer = self._ctx.Pipe(duplex=False)
+        self._lifeline = Lifeline(self._ctx)  # the jobs end with this process, even on kill -9
 
     def start(self, st: Stage, label: str) -> None:
         kind, kwargs = prepare(st, show_progress=False)
         mine, theirs = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(target=_job, args=(theirs, kind, kwargs, self.threads, COMMAND_LINE.get(),
-                                                    self._alive), name=st.label)  # fmt: skip
+                                                    self._lifeline.end), name=st.label)  # fmt: skip
         proc.start()
         theirs.close()
         total = st.options.get("max_tokens") if st.kind == "train" else None
@@ -250,26 +245,16 @@ class Jobs:
 
     def __exit__(self, *exc) -> None:
         self._stop_all()  # (after an interrupt or an error: nothing is left running)
-        self._alive.close()
-        self._alive_writer.close()
+        self._lifeline.close()
         self._bars.__exit__(*exc)
 
 
-def _end_with_parent(alive) -> None:
-    """Wait for end-of-file on `Jobs`'s pipe (the process that started this job is gone, killed
-    or not), then end this job as `Jobs` ends one, by SIGTERM: a training stopped so resumes on
-    the next run, as after any other stop."""
-    with contextlib.suppress(EOFError, OSError):
-        alive.recv_bytes()
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _job(conn, kind: str, kwargs: dict, threads: int, command_line: bool, alive) -> None:
+def _job(conn, kind: str, kwargs: dict, threads: int, command_line: bool, lifeline) -> None:
     """A stage in a process of its own: its result is its output folder; what comes back is
     None, or ("user", message) for an ExpertlmError, or ("bug", traceback)."""
     import torch
 
-    threading.Thread(target=_end_with_parent, args=(alive,), daemon=True).start()
+    hold(lifeline)  # ended by SIGTERM, as `Jobs` ends a job, when this process's parent is gone
     torch.set_num_threads(threads)
     COMMAND_LINE.set(command_line)
     try:
