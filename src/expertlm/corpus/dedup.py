@@ -59,16 +59,17 @@ _word_hashes: dict[str, int] = {}
 
 def _hash_words(words: list[str]) -> np.ndarray:
     """(len(words),) uint64: the first 8 bytes (little-endian) of each word's blake2b."""
-    get = _word_hashes.get
-    hashes = list(map(get, words))
-    if None in hashes:
-        if len(_word_hashes) > CACHE_WORDS:
-            _word_hashes.clear()
-        for w in set(words).difference(_word_hashes):
-            digest = hashlib.blake2b(w.encode(), digest_size=8).digest()
-            _word_hashes[w] = int.from_bytes(digest, "little")
-        hashes = [_word_hashes[w] for w in words]
-    return np.array(hashes, dtype=np.uint64)
+    lookup = _word_hashes.__getitem__  # (map over a bound method: no Python frame a word)
+    try:
+        return np.array(list(map(lookup, words)), dtype=np.uint64)
+    except KeyError:  # a word not seen yet (most documents have one): hash the new ones, again
+        pass
+    if len(_word_hashes) > CACHE_WORDS:
+        _word_hashes.clear()
+    for w in set(words).difference(_word_hashes):
+        digest = hashlib.blake2b(w.encode(), digest_size=8).digest()
+        _word_hashes[w] = int.from_bytes(digest, "little")
+    return np.array(list(map(lookup, words)), dtype=np.uint64)
 
 
 def iter_word_blocks(text: str) -> Iterator[list[str]]:
