@@ -404,12 +404,12 @@ def test_bf16_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_sdpa_model(tmp_p
     from transformers import AutoModelForCausalLM
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from expertlm.models import FP32_SDPA, _sdpa_fp32, fp32_attention
+    from expertlm.models import FP32_SDPA, _sdpa_fp32, cpu_training
 
     plain, ours = random_gpt2(50), random_gpt2(50)
     ours.load_state_dict(plain.state_dict())
-    assert fp32_attention(ours) and ours.config._attn_implementation == FP32_SDPA
-    assert not fp32_attention(ours)  # (not on SDPA any more: nothing to do)
+    assert cpu_training(ours, bf16=True) and ours.config._attn_implementation == FP32_SDPA
+    assert not cpu_training(ours, bf16=True)  # (not on SDPA any more: nothing to do)
     attn = ours.transformer.h[0].attn
     q, k, v = (torch.randn(2, 2, 16, 8).bfloat16() for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -428,6 +428,111 @@ def test_bf16_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_sdpa_model(tmp_p
     ours.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert not any("attn_impl" in k for k in config)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m").config._attn_implementation == "sdpa"
+
+
+def test_dropout_noise_drops_at_rate_p_scales_by_one_over_keep_and_follows_the_seed():
+    from expertlm.models import dropout_noise
+
+    x = torch.empty(4_000_000)
+    torch.manual_seed(3)
+    a = dropout_noise(x, 0.1)
+    torch.manual_seed(3)
+    b = dropout_noise(x, 0.1)
+    c = dropout_noise(x, 0.1)
+    assert torch.equal(a, b) and not torch.equal(b, c)  # torch's generator decides the masks
+    assert set(a.unique().tolist()) == {0.0, torch.tensor(1 / 0.9).item()}
+    keep = 58_982 / 65_536  # round(0.9 * 2**16) / 2**16
+    sd = (keep * (1 - keep) / 1_000_000) ** 0.5
+    for lane in range(4):  # each 64-bit draw gives four values: every one of them uniform
+        kept = (a[lane::4] > 0).double().mean().item()
+        assert abs(kept - keep) < 5 * sd, (lane, kept)
+    half = dropout_noise(torch.empty(3, 5, dtype=torch.bfloat16), 0.5)  # (an odd count, a dtype)
+    assert half.shape == (3, 5) and half.dtype == torch.bfloat16
+    assert set(half.unique().tolist()) <= {0.0, 2.0}
+
+
+class _Heads(torch.nn.Module):  # what the attention functions read from an attention module
+    def __init__(self, groups: int = 1) -> None:
+        super().__init__()
+        self.is_causal, self.num_key_value_groups = True, groups
+
+
+@pytest.mark.parametrize("case", ["causal", "padding", "additive", "grouped"])
+def test_cpu_attention_with_dropout_is_sdpa_with_the_mask_on_the_probabilities(case, monkeypatch):
+    """With every mask value 1 it is SDPA without dropout, values and gradients (padding: a
+    row with nothing to attend to gives 0); with the drawn mask it is softmax(QK^T s + causal)
+    times the mask, times V."""
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    from expertlm import models
+
+    torch.manual_seed(0)
+    groups = 2 if case == "grouped" else 1
+    q = torch.randn(2, 4, 6, 8, requires_grad=True)
+    k, v = (torch.randn(2, 4 // groups, 6, 8, requires_grad=True) for _ in range(2))
+    mask = None
+    if case == "padding":  # left padding: the second sequence's first two tokens are pads
+        mask = torch.ones(2, 1, 6, 6, dtype=torch.bool).tril()
+        mask[1, :, :, :2] = False
+    elif case == "additive":
+        mask = torch.randn(2, 1, 6, 6)
+    module = _Heads(groups)
+    expected, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    with monkeypatch.context() as m:
+        m.setattr(models, "dropout_noise", lambda x, p: torch.ones_like(x))
+        out, _ = models._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    assert out.shape == expected.shape == (2, 6, 4, 8)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+    drawn = []
+    real = models.dropout_noise
+    monkeypatch.setattr(models, "dropout_noise", lambda x, p: drawn.append(real(x, p)) or drawn[-1])
+    out, _ = models._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
+    kk, vv = repeat_kv(k, groups), repeat_kv(v, groups)
+    scores = q @ kk.transpose(-1, -2) * 0.3
+    if mask is None:
+        scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+    elif mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    else:
+        scores = scores + mask
+    probs = torch.softmax(scores, -1).nan_to_num(0.0)
+    torch.testing.assert_close(out, ((probs * drawn[0]) @ vv).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    assert (drawn[0] == 0).any() and drawn[0].shape == (2, 4, 6, 6)
+
+
+def test_a_model_prepared_for_cpu_training_keeps_its_masks_and_draws_dropout_from_the_seed(tmp_path):
+    """`cpu_training` in fp32: every nn.Dropout drawn by dropout_noise, the attention's padding
+    mask still applied (in eval: the same logits as plain SDPA, left padding included), training
+    losses fixed by the seed, and a saved folder that loads with SDPA."""
+    from transformers import AutoModelForCausalLM
+
+    from expertlm.models import CPU_SDPA, cpu_training
+
+    plain, ours = random_gpt2(50), random_gpt2(50)
+    ours.load_state_dict(plain.state_dict())
+    assert cpu_training(ours, bf16=False) and ours.config._attn_implementation == CPU_SDPA
+    dropouts = [m for m in ours.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 1 + 3 * 2 and all(type(m) is not torch.nn.Dropout for m in dropouts)
+    x = torch.randint(1, 50, (2, 10))
+    padding = torch.tensor([[1] * 10, [0, 0, 0] + [1] * 7])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, attention_mask=padding).logits,
+                                   plain(x, attention_mask=padding).logits, atol=1e-5, rtol=1e-5)  # fmt: skip
+        evaluated = ours(x, labels=x).loss.item()
+    ours.train()
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        losses.append(ours(x, labels=x).loss.item())
+    assert losses[0] == losses[1] and losses[0] != evaluated  # dropout on, fixed by the seed
+    ours.save_pretrained(tmp_path / "m")
+    assert not any("attn_impl" in k for k in json.loads((tmp_path / "m" / "config.json").read_text()))
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "m").config._attn_implementation == "sdpa"
 
 

@@ -44,8 +44,8 @@ from expertlm.models import (
     TRAIN_BYTES_PER_PARAMETER,
     build_model,
     check_memory,
+    cpu_training,
     flops_per_token,
-    fp32_attention,
     gpt2_config,
     gpt2_parameters,
     load_model,
@@ -350,8 +350,8 @@ def setup(shards: str | Path, out: str | Path, *, resume: bool = False, overwrit
         cfg = cfg.model_copy(update={"bf16": dist.native_bf16(d.device)})
     torch.manual_seed(cfg.seed)
     model = _model(cfg, meta, shards, d)
-    if cfg.bf16 and d.device.type == "cpu":  # (bf16 attention backward is slow on CPUs)
-        fp32_attention(model)
+    if d.device.type == "cpu":  # fast dropout masks; under bf16 the attention in fp32
+        cpu_training(model, cfg.bf16)
     if cfg.objective in ("dpo", "orpo"):  # no dropout, as TRL's trainers (disable_dropout)
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
