@@ -64,7 +64,8 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from expertlm.config import TrainConfig
-from expertlm.models import cpu_training, flops_per_token
+from expertlm.cpu import cpu_training
+from expertlm.models import flops_per_token
 from expertlm.objectives import CausalLM, Windows, fused_head
 from expertlm.train import adamw, train_step
 
@@ -264,7 +265,7 @@ def ours_steps(model, data: np.ndarray, batch: int, context: int, lr: float, bf1
                offsets=None, device: str = "cpu", compile: str | None = None):  # fmt: skip
     """`expertlm train`'s step (`train.train_step` with the `CausalLM` objective as `train` builds
     it, the GPT-2 head fused with the loss, and `train.adamw`: weight decay 0.1 on matrices;
-    clipping at 1.0; on a CPU the model prepared as `train` prepares it: `models.cpu_training`) on the same windows of context + 1 tokens as the loop it is compared with:
+    clipping at 1.0; on a CPU the model prepared as `train` prepares it: `cpu.cpu_training`) on the same windows of context + 1 tokens as the loop it is compared with:
     by default the reference's chunks in order (step s: `batch` windows from
     tokens[s*batch*context] on), or those starting at `offsets(step, ...)` (nanoGPT's random
     batches), not a run's shuffled order; yields (seconds, loss) of each step. `compile`: "model"
@@ -272,7 +273,7 @@ def ours_steps(model, data: np.ndarray, batch: int, context: int, lr: float, bf1
     as one graph: `train --compile` in bf16)."""
     cfg = TrainConfig(lr=lr, bf16=bf16, micro_batch=batch)
     dev = torch.device(device)
-    if dev.type == "cpu":  # as `train` does on a CPU (models.cpu_training)
+    if dev.type == "cpu":  # as `train` does on a CPU (cpu.cpu_training)
         cpu_training(model, bf16)
     windows = Windows(data, context, seed=0)
     objective = CausalLM(windows, windows, cfg.val_windows, head=fused_head(model),

@@ -404,7 +404,7 @@ def test_bf16_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_sdpa_model(tmp_p
     from transformers import AutoModelForCausalLM
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from expertlm.models import FP32_SDPA, _sdpa_fp32, cpu_training
+    from expertlm.cpu import FP32_SDPA, _sdpa_fp32, cpu_training
 
     plain, ours = random_gpt2(50), random_gpt2(50)
     ours.load_state_dict(plain.state_dict())
@@ -432,7 +432,7 @@ def test_bf16_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_sdpa_model(tmp_p
 
 
 def test_dropout_noise_drops_at_rate_p_scales_by_one_over_keep_and_follows_the_seed():
-    from expertlm.models import dropout_noise
+    from expertlm.cpu import dropout_noise
 
     x = torch.empty(4_000_000)
     torch.manual_seed(3)
@@ -465,7 +465,7 @@ def test_cpu_attention_with_dropout_is_sdpa_with_the_mask_on_the_probabilities(c
     times the mask, times V."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    from expertlm import models
+    from expertlm import cpu
 
     torch.manual_seed(0)
     groups = 2 if case == "grouped" else 1
@@ -481,8 +481,8 @@ def test_cpu_attention_with_dropout_is_sdpa_with_the_mask_on_the_probabilities(c
     expected, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
     expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
     with monkeypatch.context() as m:
-        m.setattr(models, "dropout_noise", lambda x, p: torch.ones_like(x))
-        out, _ = models._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
+        m.setattr(cpu, "dropout_noise", lambda x, p: torch.ones_like(x))
+        out, _ = cpu._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     assert out.shape == expected.shape == (2, 6, 4, 8)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
@@ -490,9 +490,9 @@ def test_cpu_attention_with_dropout_is_sdpa_with_the_mask_on_the_probabilities(c
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
 
     drawn = []
-    real = models.dropout_noise
-    monkeypatch.setattr(models, "dropout_noise", lambda x, p: drawn.append(real(x, p)) or drawn[-1])
-    out, _ = models._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
+    real = cpu.dropout_noise
+    monkeypatch.setattr(cpu, "dropout_noise", lambda x, p: drawn.append(real(x, p)) or drawn[-1])
+    out, _ = cpu._sdpa_cpu(module, q, k, v, mask, dropout=0.1, scaling=0.3)
     kk, vv = repeat_kv(k, groups), repeat_kv(v, groups)
     scores = q @ kk.transpose(-1, -2) * 0.3
     if mask is None:
@@ -512,7 +512,7 @@ def test_a_model_prepared_for_cpu_training_keeps_its_masks_and_draws_dropout_fro
     losses fixed by the seed, and a saved folder that loads with SDPA."""
     from transformers import AutoModelForCausalLM
 
-    from expertlm.models import CPU_SDPA, cpu_training
+    from expertlm.cpu import CPU_SDPA, cpu_training
 
     plain, ours = random_gpt2(50), random_gpt2(50)
     ours.load_state_dict(plain.state_dict())

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from expertlm import dist, lora
 from expertlm.config import TrainConfig, flag
 from expertlm.console import console, info, progress_enabled, warn
+from expertlm.cpu import cpu_training
 from expertlm.errors import ExpertlmError
 from expertlm.io import (
     atomic_dir,
@@ -44,7 +45,6 @@ from expertlm.models import (
     TRAIN_BYTES_PER_PARAMETER,
     build_model,
     check_memory,
-    cpu_training,
     flops_per_token,
     gpt2_config,
     gpt2_parameters,
