@@ -23,7 +23,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from expertlm.lifeline import Lifeline, init_holding
+from expertlm.lifeline import Pool
 
 # GPT-2's pre-tokenisation pattern, as in its encoder.py and the tokenizers ByteLevel regex.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -131,21 +131,14 @@ class BatchEncoder:
     def __enter__(self) -> BatchEncoder:
         if self.cached:
             # spawn, not fork: the parent may already hold tokenizer threads and a reader thread.
-            ctx = get_context("spawn")
-            self._lifeline = Lifeline(ctx)  # the workers end with this process, even on kill -9
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=ctx,
-                initializer=init_holding,
-                initargs=(self._lifeline.end, _worker_init, self.tokenizer_json, self.eot_id,
-                          self.dtype.str),
-            )  # fmt: skip
+            # (workers that end with this process, even on kill -9)
+            self._pool = Pool(self.workers, get_context("spawn"), _worker_init,
+                              (self.tokenizer_json, self.eot_id, self.dtype.str))
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._lifeline.close()
 
     def encode(self, batches: Iterator[list[str]]) -> Iterator[tuple[np.ndarray, int]]:
         if self._pool is None:

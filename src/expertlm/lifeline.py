@@ -9,7 +9,8 @@ same stop as any other, and the next run resumes it.
 Without this, a worker of a parent killed by `kill -9` lives on. A pool worker blocks for good
 writing a result nobody reads (`ProcessPoolExecutor`). A job of `expertlm run --jobs` trains on
 alone. Every process pool of the package starts its workers through here: `corpus/scan.py`'s
-`WorkerPool`, `encode.py`'s `BatchEncoder` and `experiment/graph.py`'s `Jobs`.
+`WorkerPool` and `encode.py`'s `BatchEncoder` use `Pool`, `experiment/graph.py`'s `Jobs` holds a
+`Lifeline` for the processes it starts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 
 class Lifeline:
@@ -44,7 +46,22 @@ def _wait(end) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def init_holding(end, initializer: Callable, *initargs) -> None:
-    """A `ProcessPoolExecutor` initializer: `hold(end)`, then `initializer(*initargs)`."""
+def _init_holding(end, initializer: Callable, *initargs) -> None:
+    """A pool worker's initializer: `hold(end)`, then `initializer(*initargs)`."""
     hold(end)
     initializer(*initargs)
+
+
+class Pool(ProcessPoolExecutor):
+    """A `ProcessPoolExecutor` (from the multiprocessing context `ctx`) whose workers end with
+    this process, `kill -9` included."""
+
+    def __init__(self, workers: int, ctx, initializer: Callable, initargs: tuple = ()) -> None:
+        self._lifeline = Lifeline(ctx)
+        super().__init__(workers, mp_context=ctx, initializer=_init_holding,
+                         initargs=(self._lifeline.end, initializer, *initargs))  # fmt: skip
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:  # (the workers are gone; closing it sooner would end those still finishing)
+            self._lifeline.close()

@@ -27,7 +27,7 @@ import multiprocessing
 import struct
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from expertlm.corpus.index import BANDS, EXACT, REF_SHIFT, Spill
 from expertlm.corpus.shard import Shard
 from expertlm.corpus.sources import Reader, Source
 from expertlm.io import write_json
-from expertlm.lifeline import Lifeline, init_holding
+from expertlm.lifeline import Pool
 
 # The order in which filters run; a document is counted under the first that removes it.
 REMOVALS = (
@@ -179,12 +179,9 @@ class WorkerPool:
     dict the initializer fills, cleared on exit. Use as a context manager."""
 
     def __init__(self, count: int, initializer: Callable, initargs: tuple, state: dict) -> None:
-        self.count, self._state, self._pool, self._lifeline = count, state, None, None
-        if count > 1:
-            ctx = start_method(initializer.__module__)
-            self._lifeline = Lifeline(ctx)  # the workers end with this process, even on kill -9
-            self._pool = ProcessPoolExecutor(count, mp_context=ctx, initializer=init_holding,
-                                             initargs=(self._lifeline.end, initializer, *initargs))  # fmt: skip
+        self.count, self._state, self._pool = count, state, None
+        if count > 1:  # (workers that end with this process, even on kill -9)
+            self._pool = Pool(count, start_method(initializer.__module__), initializer, initargs)
         else:
             initializer(*initargs)
 
@@ -201,7 +198,6 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._lifeline.close()
         self._state.clear()
 
 
